@@ -1,0 +1,640 @@
+//! The connection state machine: frames in, messages out, and back.
+//!
+//! A [`Connection`] owns no socket and no clock. The I/O layer:
+//! 1. reads bytes into [`Connection::read_buf`] (or passes them to
+//!    [`Connection::receive`]), and calls [`Connection::receive_eof`] at EOF;
+//! 2. calls [`Connection::next_event`] until it returns `Ok(None)`, which
+//!    means more bytes are needed;
+//! 3. queues messages with [`Connection::send`] and friends;
+//! 4. writes out [`Connection::transmit`] whenever it is not empty;
+//! 5. closes the transport when [`Connection::should_close_transport`] says so.
+//!
+//! Errors are sticky: once `next_event` fails, the close frame with the right
+//! code is already queued, and every later call returns the same error.
+
+use crate::close::{CloseCode, CloseFrame, MAX_REASON_LEN};
+use crate::config::Config;
+use crate::error::{Error, ProtocolError};
+use crate::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
+use crate::mask::apply_mask;
+use crate::message::{Message, Utf8Bytes};
+use crate::outgoing::Outgoing;
+use crate::utf8::Utf8Validator;
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Which end of the connection this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The end that opened the connection; it masks its frames.
+    Client,
+    /// The end that accepted it.
+    Server,
+}
+
+/// The state of a connection (RFC 6455 §4, §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// The opening handshake is in progress.
+    Connecting,
+    /// Messages flow both ways.
+    Open,
+    /// A close frame was sent or received, but not both; or the connection failed.
+    Closing,
+    /// Both close frames were exchanged, or the transport ended.
+    Closed,
+}
+
+/// A source of masking keys for a client. RFC 6455 §10.3 requires them to be
+/// unpredictable, so use a CSPRNG; tests may pass a fixed key.
+pub trait MaskSource: Send {
+    /// The next 4-byte masking key.
+    fn next_mask(&mut self) -> [u8; 4];
+}
+
+impl<F: FnMut() -> [u8; 4] + Send> MaskSource for F {
+    fn next_mask(&mut self) -> [u8; 4] {
+        self()
+    }
+}
+
+/// Extensions negotiated during the handshake, as far as framing cares.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Negotiated {
+    /// RSV bits the peer may set (RSV1 for permessage-deflate).
+    pub rsv_allowed: [bool; 3],
+}
+
+/// The frame whose header has been read and whose payload is arriving.
+#[derive(Debug)]
+struct CurrentFrame {
+    header: FrameHeader,
+    len: usize,
+    /// Payload bytes at the start of `read_buf` already unmasked and
+    /// validated.
+    processed: usize,
+    /// True when the payload belongs to a text message (its UTF-8 is checked
+    /// as it arrives).
+    text: bool,
+}
+
+/// A fragmented message being assembled.
+#[derive(Debug)]
+struct Fragmented {
+    text: bool,
+    buf: BytesMut,
+}
+
+/// A WebSocket connection after the opening handshake, without I/O.
+pub struct Connection {
+    role: Role,
+    state: State,
+    config: Config,
+    negotiated: Negotiated,
+    read_buf: BytesMut,
+    current: Option<CurrentFrame>,
+    fragmented: Option<Fragmented>,
+    /// Validates the text message in progress (single frame or fragmented).
+    utf8: Utf8Validator,
+    out: Outgoing,
+    mask: Option<Box<dyn MaskSource>>,
+    close_sent: Option<Option<CloseFrame>>,
+    close_received: Option<Option<CloseFrame>>,
+    error: Option<Error>,
+    eof: bool,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("role", &self.role)
+            .field("state", &self.state)
+            .field("buffered_in", &self.read_buf.len())
+            .field("buffered_out", &self.out.len())
+            .finish_non_exhaustive()
+    }
+}
+
+const READ_CHUNK: usize = 16 * 1024;
+
+impl Connection {
+    /// A server-side connection.
+    pub fn server(config: Config) -> Self {
+        Self::new(Role::Server, config, None)
+    }
+
+    /// A client-side connection that masks frames with keys from `mask`.
+    pub fn client(config: Config, mask: Box<dyn MaskSource>) -> Self {
+        Self::new(Role::Client, config, Some(mask))
+    }
+
+    fn new(role: Role, config: Config, mask: Option<Box<dyn MaskSource>>) -> Self {
+        Connection {
+            role,
+            state: State::Open,
+            config,
+            negotiated: Negotiated::default(),
+            read_buf: BytesMut::with_capacity(READ_CHUNK),
+            current: None,
+            fragmented: None,
+            utf8: Utf8Validator::new(),
+            out: Outgoing::default(),
+            mask,
+            close_sent: None,
+            close_received: None,
+            error: None,
+            eof: false,
+        }
+    }
+
+    /// Records the extensions negotiated in the handshake.
+    pub fn set_negotiated(&mut self, negotiated: Negotiated) {
+        self.negotiated = negotiated;
+    }
+
+    /// This connection's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The buffer to read transport bytes into, with room reserved. After
+    /// reading, call [`Connection::next_event`].
+    pub fn read_buf(&mut self) -> &mut BytesMut {
+        // Reserve up to the rest of the current frame, so a large frame is
+        // read without repeated reallocation; the frame's size was checked
+        // against the limits when its header arrived.
+        let want = match &self.current {
+            Some(c) => (c.len - self.read_buf.len().min(c.len)).clamp(READ_CHUNK, 4 << 20),
+            None => READ_CHUNK,
+        };
+        if self.read_buf.capacity() - self.read_buf.len() < want / 2 {
+            self.read_buf.reserve(want);
+        }
+        &mut self.read_buf
+    }
+
+    /// Copies transport bytes in. Equivalent to extending [`Connection::read_buf`].
+    pub fn receive(&mut self, data: &[u8]) {
+        self.read_buf.extend_from_slice(data);
+    }
+
+    /// True when received bytes are waiting to be processed.
+    pub fn has_buffered_input(&self) -> bool {
+        !self.read_buf.is_empty() && !self.read_closed()
+    }
+
+    /// Tells the connection that the transport reached EOF. The next call to
+    /// [`Connection::next_event`] reports an abnormal closure (1006) unless a
+    /// close frame was received.
+    pub fn receive_eof(&mut self) {
+        self.eof = true;
+    }
+
+    /// True when no more messages can arrive: a close frame was received, the
+    /// connection failed, or the transport ended.
+    pub fn read_closed(&self) -> bool {
+        self.close_received.is_some() || self.error.is_some() || self.eof
+    }
+
+    /// The close frame received from the peer, if any (`Some(None)`: a close
+    /// frame without a code).
+    pub fn close_received(&self) -> Option<Option<&CloseFrame>> {
+        self.close_received.as_ref().map(|c| c.as_ref())
+    }
+
+    /// The close frame sent to the peer, if any.
+    pub fn close_sent(&self) -> Option<Option<&CloseFrame>> {
+        self.close_sent.as_ref().map(|c| c.as_ref())
+    }
+
+    /// The error that failed the connection, if any.
+    pub fn error(&self) -> Option<&Error> {
+        self.error.as_ref()
+    }
+
+    /// Processes buffered input and returns the next message, or `Ok(None)`
+    /// when more bytes are needed (or the connection has ended cleanly).
+    ///
+    /// Pings are answered here (the pong is queued to [`Connection::transmit`])
+    /// and also returned, as are pongs and the peer's close frame. When a close
+    /// frame arrives and no close was sent yet, the echo is queued (RFC 6455
+    /// §5.5.1).
+    pub fn next_event(&mut self) -> Result<Option<Message>, Error> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        loop {
+            if self.close_received.is_some() {
+                // RFC 6455 §1.4: nothing follows a close frame; drop it.
+                self.read_buf.clear();
+                return Ok(None);
+            }
+            if self.current.is_none() {
+                match FrameHeader::decode(&self.read_buf) {
+                    Ok(Some((header, hlen))) => {
+                        if let Err(e) = self.check_header(&header) {
+                            return Err(self.fail_with(e));
+                        }
+                        self.read_buf.advance(hlen);
+                        let text = match header.opcode {
+                            OpCode::Text => true,
+                            OpCode::Continuation => {
+                                self.fragmented.as_ref().is_some_and(|f| f.text)
+                            }
+                            _ => false,
+                        };
+                        if header.opcode == OpCode::Text {
+                            self.utf8 = Utf8Validator::new();
+                        }
+                        self.current = Some(CurrentFrame {
+                            header,
+                            len: header.len as usize,
+                            processed: 0,
+                            text,
+                        });
+                    }
+                    Ok(None) => return self.need_more(),
+                    Err(e) => return Err(self.fail_with(e)),
+                }
+            }
+            let cur = self.current.as_mut().expect("current frame");
+            let avail = self.read_buf.len().min(cur.len);
+            if avail > cur.processed {
+                let new = &mut self.read_buf[cur.processed..avail];
+                if let Some(key) = cur.header.mask {
+                    apply_mask(new, key, cur.processed);
+                }
+                // Validate text as it arrives, so that invalid UTF-8 fails
+                // before the rest of the frame is even received.
+                if cur.text && self.utf8.feed(new).is_err() {
+                    return Err(self.fail_with(ProtocolError::InvalidUtf8));
+                }
+                cur.processed = avail;
+            }
+            if avail < cur.len {
+                return self.need_more();
+            }
+            let cur = self.current.take().expect("current frame");
+            let payload = self.read_buf.split_to(cur.len);
+            if let Some(msg) = self.complete_frame(cur, payload)? {
+                return Ok(Some(msg));
+            }
+        }
+    }
+
+    fn need_more(&mut self) -> Result<Option<Message>, Error> {
+        if self.eof && self.close_received.is_none() {
+            let e = Error::AbnormalClosure;
+            self.error = Some(e.clone());
+            self.state = State::Closed;
+            return Err(e);
+        }
+        Ok(None)
+    }
+
+    /// RFC 6455 §5.1-§5.4 rules that depend on role, state and extensions.
+    fn check_header(&self, h: &FrameHeader) -> Result<(), ProtocolError> {
+        // §5.1: clients mask, servers do not.
+        match (self.role, h.mask.is_some()) {
+            (Role::Server, false) => return Err(ProtocolError::UnmaskedFrame),
+            (Role::Client, true) => return Err(ProtocolError::MaskedFrame),
+            _ => {}
+        }
+        // §5.2: RSV bits MUST be 0 unless an extension defines them.
+        for i in 0..3 {
+            if h.rsv[i] && !self.negotiated.rsv_allowed[i] {
+                return Err(ProtocolError::ReservedBits);
+            }
+        }
+        // §5.4: fragmentation rules.
+        match h.opcode {
+            OpCode::Continuation if self.fragmented.is_none() => {
+                return Err(ProtocolError::UnexpectedContinuation)
+            }
+            OpCode::Text | OpCode::Binary if self.fragmented.is_some() => {
+                return Err(ProtocolError::ExpectedContinuation)
+            }
+            _ => {}
+        }
+        // Limits, checked on the header so the payload is never buffered.
+        if h.len > self.config.max_frame_size as u64 {
+            return Err(ProtocolError::FrameTooBig {
+                size: h.len,
+                limit: self.config.max_frame_size,
+            });
+        }
+        if !h.opcode.is_control() {
+            let so_far = self.fragmented.as_ref().map_or(0, |f| f.buf.len()) as u64;
+            let total = so_far.saturating_add(h.len);
+            if total > self.config.max_message_size as u64 {
+                return Err(ProtocolError::MessageTooBig {
+                    size: total,
+                    limit: self.config.max_message_size,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn complete_frame(
+        &mut self,
+        cur: CurrentFrame,
+        payload: BytesMut,
+    ) -> Result<Option<Message>, Error> {
+        let h = cur.header;
+        match h.opcode {
+            OpCode::Text | OpCode::Binary if h.fin => {
+                let bytes = payload.freeze();
+                if cur.text {
+                    if self.utf8.finish().is_err() {
+                        return Err(self.fail_with(ProtocolError::InvalidUtf8));
+                    }
+                    Ok(Some(Message::Text(Utf8Bytes::from_validated(bytes))))
+                } else {
+                    Ok(Some(Message::Binary(bytes)))
+                }
+            }
+            OpCode::Text | OpCode::Binary => {
+                self.fragmented = Some(Fragmented {
+                    text: cur.text,
+                    buf: payload,
+                });
+                Ok(None)
+            }
+            OpCode::Continuation => {
+                let frag = self.fragmented.as_mut().expect("checked in check_header");
+                frag.buf.extend_from_slice(&payload);
+                if !h.fin {
+                    return Ok(None);
+                }
+                let frag = self.fragmented.take().expect("fragmented message");
+                let bytes = frag.buf.freeze();
+                if frag.text {
+                    if self.utf8.finish().is_err() {
+                        return Err(self.fail_with(ProtocolError::InvalidUtf8));
+                    }
+                    Ok(Some(Message::Text(Utf8Bytes::from_validated(bytes))))
+                } else {
+                    Ok(Some(Message::Binary(bytes)))
+                }
+            }
+            OpCode::Ping => {
+                let data = payload.freeze();
+                if self.config.auto_pong && self.close_sent.is_none() {
+                    self.write_frame(OpCode::Pong, &data, true);
+                }
+                Ok(Some(Message::Ping(data)))
+            }
+            OpCode::Pong => Ok(Some(Message::Pong(payload.freeze()))),
+            OpCode::Close => {
+                let frame = match parse_close_payload(&payload) {
+                    Ok(f) => f,
+                    Err(e) => return Err(self.fail_with(e)),
+                };
+                self.close_received = Some(frame.clone());
+                if self.close_sent.is_none() {
+                    // Echo the peer's code (RFC 6455 §5.5.1); an empty close
+                    // is answered with an empty close.
+                    let echo = frame.as_ref().map(|f| CloseFrame::new(f.code, ""));
+                    self.queue_close(echo);
+                }
+                self.state = State::Closed;
+                Ok(Some(Message::Close(frame)))
+            }
+        }
+    }
+
+    /// Fails the connection (RFC 6455 §7.1.7): queues a close frame with the
+    /// error's code, stops reading, and makes the error sticky.
+    fn fail_with(&mut self, e: ProtocolError) -> Error {
+        tracing::debug!(error = %e, code = e.close_code().0, "failing the WebSocket connection");
+        if self.close_sent.is_none() {
+            let reason = match e {
+                ProtocolError::InvalidUtf8 => "invalid UTF-8",
+                ProtocolError::MessageTooBig { .. } | ProtocolError::FrameTooBig { .. } => {
+                    "message too big"
+                }
+                _ => "protocol error",
+            };
+            self.queue_close(Some(CloseFrame::new(e.close_code(), reason)));
+        }
+        self.state = State::Closing;
+        let err = Error::Protocol(e);
+        self.error = Some(err.clone());
+        err
+    }
+
+    /// Fails the connection with `code` for a reason found outside the core
+    /// (a keepalive timeout, say): queues the close frame and stops reading.
+    pub fn fail(&mut self, code: CloseCode, reason: &str) {
+        if self.close_sent.is_none() && code.is_sendable() {
+            let reason = crate::close::truncate_reason(reason);
+            self.queue_close(Some(CloseFrame::new(code, reason)));
+        }
+        if self.error.is_none() {
+            self.error = Some(Error::Failed(code));
+        }
+        self.state = State::Closing;
+    }
+
+    /// Queues a message.
+    ///
+    /// Text and binary messages are split into frames of at most
+    /// `max_send_frame_size`. A `Close` message starts the closing handshake
+    /// (see [`Connection::close`]).
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once a close frame was sent;
+    /// [`Error::InvalidInput`] for a ping or pong over 125 bytes or an invalid
+    /// close code or reason.
+    pub fn send(&mut self, msg: Message) -> Result<(), Error> {
+        let frag = self.config.max_send_frame_size;
+        self.send_fragmented(msg, frag)
+    }
+
+    /// Queues a text or binary message split into frames of at most
+    /// `fragment_size` bytes (at least one frame, even when empty). Other
+    /// messages are sent as by [`Connection::send`].
+    pub fn send_fragmented(&mut self, msg: Message, fragment_size: usize) -> Result<(), Error> {
+        if self.close_sent.is_some() || self.error.is_some() {
+            return Err(Error::Closed);
+        }
+        let fragment_size = fragment_size.max(1);
+        match msg {
+            Message::Text(t) => self.write_data(OpCode::Text, t.as_bytes(), fragment_size),
+            Message::Binary(b) => self.write_data(OpCode::Binary, &b, fragment_size),
+            Message::Ping(p) => {
+                check_control_len(&p)?;
+                self.write_frame(OpCode::Ping, &p, true);
+            }
+            Message::Pong(p) => {
+                check_control_len(&p)?;
+                self.write_frame(OpCode::Pong, &p, true);
+            }
+            Message::Close(frame) => return self.close_frame(frame),
+        }
+        Ok(())
+    }
+
+    /// Queues a ping.
+    pub fn ping(&mut self, payload: Bytes) -> Result<(), Error> {
+        self.send(Message::Ping(payload))
+    }
+
+    /// Starts the closing handshake with `code` and `reason` (RFC 6455 §7.1.2).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when the code may not be sent (1005, 1006,
+    /// 1015, unassigned codes) or the reason is over 123 bytes;
+    /// [`Error::Closed`] when a close frame was already sent.
+    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        self.close_frame(Some(CloseFrame::new(code, reason)))
+    }
+
+    fn close_frame(&mut self, frame: Option<CloseFrame>) -> Result<(), Error> {
+        if let Some(f) = &frame {
+            if !f.code.is_sendable() {
+                return Err(Error::InvalidInput("close code may not be sent"));
+            }
+            if f.reason.len() > MAX_REASON_LEN {
+                return Err(Error::InvalidInput("close reason is longer than 123 bytes"));
+            }
+        }
+        if self.close_sent.is_some() {
+            return Err(Error::Closed);
+        }
+        self.queue_close(frame);
+        self.state = if self.close_received.is_some() {
+            State::Closed
+        } else {
+            State::Closing
+        };
+        Ok(())
+    }
+
+    fn queue_close(&mut self, frame: Option<CloseFrame>) {
+        let mut payload = [0u8; 125];
+        let n = match &frame {
+            Some(f) => {
+                payload[..2].copy_from_slice(&f.code.0.to_be_bytes());
+                let r = f.reason.as_bytes();
+                payload[2..2 + r.len()].copy_from_slice(r);
+                2 + r.len()
+            }
+            None => 0,
+        };
+        self.write_frame(OpCode::Close, &payload[..n], true);
+        self.close_sent = Some(frame);
+    }
+
+    fn write_data(&mut self, opcode: OpCode, data: &Bytes, fragment_size: usize) {
+        if data.len() <= fragment_size {
+            return self.write_frame_bytes(opcode, data, true);
+        }
+        let mut rest = data.clone();
+        let mut op = opcode;
+        while rest.len() > fragment_size {
+            let part = rest.split_to(fragment_size);
+            self.write_frame_bytes(op, &part, false);
+            op = OpCode::Continuation;
+        }
+        self.write_frame_bytes(op, &rest, true);
+    }
+
+    fn header(&mut self, opcode: OpCode, len: usize, fin: bool) -> (FrameHeader, [u8; 4]) {
+        let mask = self.mask.as_mut().map(|m| m.next_mask());
+        let h = FrameHeader {
+            fin,
+            rsv: [false; 3],
+            opcode,
+            mask,
+            len: len as u64,
+        };
+        (h, mask.unwrap_or_default())
+    }
+
+    fn write_frame(&mut self, opcode: OpCode, data: &[u8], fin: bool) {
+        let (h, key) = self.header(opcode, data.len(), fin);
+        let mut hb = [0u8; MAX_HEADER_LEN];
+        let n = h.encode(&mut hb);
+        self.out.reserve(n + data.len());
+        self.out.push_slice(&hb[..n]);
+        if h.mask.is_some() {
+            self.out.push_with(data, |b| apply_mask(b, key, 0));
+        } else {
+            self.out.push_slice(data);
+        }
+    }
+
+    fn write_frame_bytes(&mut self, opcode: OpCode, data: &Bytes, fin: bool) {
+        if self.role == Role::Client {
+            return self.write_frame(opcode, data, fin);
+        }
+        let (h, _) = self.header(opcode, data.len(), fin);
+        let mut hb = [0u8; MAX_HEADER_LEN];
+        let n = h.encode(&mut hb);
+        self.out.push_slice(&hb[..n]);
+        self.out.push_bytes(data);
+    }
+
+    /// The bytes waiting to be written. Write them with `chunks_vectored` and
+    /// `advance` (it implements [`bytes::Buf`]).
+    pub fn transmit(&mut self) -> &mut Outgoing {
+        &mut self.out
+    }
+
+    /// The number of bytes waiting to be written.
+    pub fn buffered_amount(&self) -> usize {
+        self.out.len()
+    }
+
+    /// True when the I/O layer should close the transport now (after
+    /// flushing [`Connection::transmit`]):
+    /// - a server closes TCP once close frames went both ways (RFC 6455 §7.1.1);
+    /// - either side closes after failing the connection (§7.1.7).
+    ///
+    /// A client whose closing handshake completed waits for the server to
+    /// close TCP, bounded by its close timeout.
+    pub fn should_close_transport(&self) -> bool {
+        if self.eof {
+            return true;
+        }
+        if self.error.is_some() {
+            return self.close_sent.is_some() || self.eof;
+        }
+        self.role == Role::Server && self.close_sent.is_some() && self.close_received.is_some()
+    }
+}
+
+fn check_control_len(p: &[u8]) -> Result<(), Error> {
+    if p.len() > 125 {
+        Err(Error::InvalidInput("control frame payload is longer than 125 bytes"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Parses a close frame's payload (RFC 6455 §5.5.1, §7.4).
+fn parse_close_payload(p: &[u8]) -> Result<Option<CloseFrame>, ProtocolError> {
+    match p.len() {
+        0 => Ok(None),
+        1 => Err(ProtocolError::InvalidClosePayload),
+        _ => {
+            let code = CloseCode(u16::from_be_bytes([p[0], p[1]]));
+            if !code.is_sendable() {
+                return Err(ProtocolError::InvalidCloseCode(code.0));
+            }
+            let reason = std::str::from_utf8(&p[2..]).map_err(|_| ProtocolError::InvalidUtf8)?;
+            Ok(Some(CloseFrame::new(code, reason)))
+        }
+    }
+}

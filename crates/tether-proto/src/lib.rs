@@ -1,0 +1,41 @@
+//! The sans-I/O core of tether: RFC 6455 WebSocket framing, masking, UTF-8
+//! validation, the opening and closing handshakes, and the connection state
+//! machine, with no async runtime, no clock and no sockets.
+//!
+//! Bytes go in, messages and bytes come out. The `tether` crate drives this
+//! core over tokio; other I/O layers (blocking sockets, other runtimes,
+//! tests) can drive it the same way:
+//!
+//! ```
+//! use tether_proto::{Config, Connection, Message};
+//! // A server connection fed a masked client frame: "Hi".
+//! let mut server = Connection::server(Config::default());
+//! server.receive(&[0x81, 0x82, 1, 2, 3, 4, b'H' ^ 1, b'i' ^ 2]);
+//! assert_eq!(server.next_event().unwrap(), Some(Message::text("Hi")));
+//! // Answer; the bytes to write wait in `transmit()`.
+//! server.send(Message::text("Hello")).unwrap();
+//! assert_eq!(server.buffered_amount(), 7);
+//! ```
+#![warn(missing_docs, unreachable_pub)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod close;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod frame;
+pub mod handshake;
+pub mod mask;
+pub mod message;
+pub mod outgoing;
+pub mod redact;
+pub mod utf8;
+
+#[cfg(test)]
+mod tests;
+
+pub use close::{CloseCode, CloseFrame};
+pub use config::Config;
+pub use connection::{Connection, MaskSource, Negotiated, Role, State};
+pub use error::{Error, ErrorKind, HandshakeError, ProtocolError};
+pub use message::{Message, Utf8Bytes};
