@@ -40,13 +40,20 @@ installed_ok() {
     [[ -x "$venv/bin/python" && -f "$nodedir/node_modules/ws/package.json" ]]
 }
 
+# Serialize concurrent runs (e.g. several test binaries calling this at once):
+# a second caller waits, then finds the stamp and returns immediately.
+mkdir -p "$dest"
+if command -v flock >/dev/null; then
+  exec 9>"$dest/.lock"
+  flock 9
+fi
+
 if installed_ok; then
   echo "interop peers already installed (stamp $want)"
   print_paths
   exit 0
 fi
 
-mkdir -p "$dest"
 rm -f "$stamp"
 
 # --- Python: websockets in a venv -------------------------------------------

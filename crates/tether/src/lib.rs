@@ -1,1 +1,53 @@
-//! placeholder
+//! # tether
+//!
+//! A WebSocket client and server for tokio (RFC 6455) that stays connected,
+//! and says clearly when it cannot.
+//!
+//! - [`connect`] / [`ClientBuilder`] open a client connection;
+//! - [`serve`] / [`ServerBuilder`] / [`accept`] accept connections;
+//! - [`WebSocket`] is a `Stream` of [`Message`]s and a `Sink` of them, with
+//!   `recv`, `send`, `ping`, `close`, and `split` into a reader and a writer.
+//!
+//! The protocol itself lives in the sans-I/O crate [`tether_proto`]; this
+//! crate moves bytes between it and tokio.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> tether::Result<()> {
+//! use tether::Message;
+//! // An echo server on a free port...
+//! let server = tether::serve("127.0.0.1:0", |mut ws| async move {
+//!     while let Some(Ok(msg)) = ws.recv().await {
+//!         if msg.is_data() && ws.send(msg).await.is_err() {
+//!             break;
+//!         }
+//!     }
+//! })
+//! .await?;
+//! // ...and a client that talks to it.
+//! let mut ws = tether::connect(&format!("ws://{}/", server.local_addr())).await?;
+//! ws.send(Message::text("hello")).await?;
+//! assert_eq!(ws.recv().await.unwrap()?, Message::text("hello"));
+//! ws.close(tether::CloseCode::NORMAL, "bye").await?;
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs, unreachable_pub)]
+#![forbid(unsafe_code)]
+
+mod client;
+mod error;
+mod server;
+mod socket;
+mod transport;
+
+pub use client::{connect, ClientBuilder};
+pub use error::{BoxError, Error, ErrorKind, Initiator, Result};
+pub use server::{accept, serve, Server, ServerBuilder};
+pub use socket::{Config, WebSocket, WsReader, WsWriter};
+pub use transport::Stream;
+
+pub use tether_proto::handshake::{Request, Response};
+pub use tether_proto::{CloseCode, CloseFrame, Message, Role, State, Utf8Bytes};
+pub use bytes::Bytes;
+pub use tether_proto;

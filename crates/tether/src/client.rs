@@ -1,0 +1,400 @@
+//! Opening client connections: [`connect`] and [`ClientBuilder`].
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::socket::{Config, WebSocket};
+use crate::transport::Stream;
+use base64::Engine as _;
+use bytes::BytesMut;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use rand::{RngCore, SeedableRng};
+use std::sync::Arc;
+use std::time::Duration;
+use tether_proto::handshake::{ClientHandshake, ClientRequest, Progress, Response, USER_AGENT};
+use tether_proto::{Connection, MaskSource};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Masking keys from a CSPRNG (RFC 6455 §10.3): ChaCha12 seeded from the OS.
+pub(crate) fn mask_source() -> Box<dyn MaskSource> {
+    let mut rng = rand::rngs::StdRng::from_entropy();
+    Box::new(move || {
+        let mut k = [0u8; 4];
+        rng.fill_bytes(&mut k);
+        k
+    })
+}
+
+/// Opens a WebSocket connection to `url` with the default settings.
+///
+/// # Errors
+/// See [`ClientBuilder::connect`].
+///
+/// # Cancel safety
+/// Cancelling drops the connection attempt.
+pub async fn connect(url: &str) -> Result<WebSocket> {
+    ClientBuilder::new(url).connect().await
+}
+
+/// A parsed `ws://` URL.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) host_header: String,
+    pub(crate) resource: String,
+    pub(crate) basic_auth: Option<String>,
+}
+
+pub(crate) fn parse_url(raw: &str) -> Result<Target> {
+    let invalid = |why: &str| Error::msg(ErrorKind::InvalidUrl, format!("invalid URL: {why}")).with_url(raw);
+    let url = url::Url::parse(raw).map_err(|e| invalid(&e.to_string()))?;
+    let default_port = match url.scheme() {
+        "ws" => 80,
+        "wss" => return Err(invalid("wss:// needs TLS, which this build does not support yet")),
+        other => return Err(invalid(&format!("unsupported scheme {other:?}; use ws://"))),
+    };
+    if url.fragment().is_some() {
+        return Err(invalid("a WebSocket URL has no fragment"));
+    }
+    let host = match url.host() {
+        Some(url::Host::Domain(d)) => d.to_string(),
+        Some(url::Host::Ipv4(a)) => a.to_string(),
+        Some(url::Host::Ipv6(a)) => a.to_string(),
+        None => return Err(invalid("no host")),
+    };
+    let port = url.port().unwrap_or(default_port);
+    let host_part = match url.host() {
+        Some(url::Host::Ipv6(a)) => format!("[{a}]"),
+        _ => host.clone(),
+    };
+    let host_header = if port == default_port { host_part } else { format!("{host_part}:{port}") };
+    let mut resource = url.path().to_string();
+    if let Some(q) = url.query() {
+        resource.push('?');
+        resource.push_str(q);
+    }
+    let basic_auth = if !url.username().is_empty() || url.password().is_some() {
+        let user = percent_decode(url.username());
+        let pass = percent_decode(url.password().unwrap_or(""));
+        Some(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+        ))
+    } else {
+        None
+    };
+    Ok(Target { host, port, host_header, resource, basic_auth })
+}
+
+fn percent_decode(s: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Settings for opening a client connection.
+///
+/// ```no_run
+/// # async fn run() -> tether::Result<()> {
+/// use std::time::Duration;
+/// let ws = tether::ClientBuilder::new("ws://127.0.0.1:9001/chat")
+///     .subprotocol("chat.v1")
+///     .header("authorization", "Bearer s3cret")?
+///     .open_timeout(Some(Duration::from_secs(5)))
+///     .max_message_size(Some(4 << 20))
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct ClientBuilder {
+    url: String,
+    origin: Option<String>,
+    subprotocols: Vec<String>,
+    headers: HeaderMap,
+    user_agent: Option<String>,
+    open_timeout: Option<Duration>,
+    config: Config,
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("url", &tether_proto::redact::redact_url(&self.url))
+            .field("origin", &self.origin)
+            .field("subprotocols", &self.subprotocols)
+            .field("headers", &tether_proto::redact::RedactedHeaders(&self.headers))
+            .field("open_timeout", &self.open_timeout)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl ClientBuilder {
+    /// Settings for `url`, with the defaults: open timeout 10 s, max message
+    /// 1 MiB, close timeout 10 s, `User-Agent: tether/<version>`.
+    pub fn new(url: impl Into<String>) -> Self {
+        ClientBuilder {
+            url: url.into(),
+            origin: None,
+            subprotocols: Vec::new(),
+            headers: HeaderMap::new(),
+            user_agent: Some(USER_AGENT.to_string()),
+            open_timeout: Some(Duration::from_secs(10)),
+            config: Config::default(),
+        }
+    }
+
+    /// The URL, with credentials redacted.
+    pub fn url_redacted(&self) -> String {
+        tether_proto::redact::redact_url(&self.url)
+    }
+
+    /// Adds a request header (repeatable). An explicit `Authorization`
+    /// header replaces credentials in the URL.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] for an invalid header name or value.
+    pub fn header(mut self, name: &str, value: &str) -> Result<Self> {
+        let n = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| Error::msg(ErrorKind::Config, format!("invalid header name {name:?}")))?;
+        let v = HeaderValue::from_str(value)
+            .map_err(|_| Error::msg(ErrorKind::Config, format!("invalid value for header {name}")))?;
+        self.headers.append(n, v);
+        Ok(self)
+    }
+
+    /// Replaces all extra request headers.
+    pub fn headers(mut self, headers: HeaderMap) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// Sets the `Origin` header.
+    pub fn origin(mut self, origin: impl Into<String>) -> Self {
+        self.origin = Some(origin.into());
+        self
+    }
+
+    /// Offers a subprotocol (repeatable, in order of preference).
+    pub fn subprotocol(mut self, p: impl Into<String>) -> Self {
+        self.subprotocols.push(p.into());
+        self
+    }
+
+    /// Sets the `User-Agent` header; `None` sends none.
+    pub fn user_agent(mut self, ua: Option<String>) -> Self {
+        self.user_agent = ua;
+        self
+    }
+
+    /// Bounds DNS, TCP and the HTTP upgrade together (default 10 s).
+    pub fn open_timeout(mut self, t: Option<Duration>) -> Self {
+        self.open_timeout = t;
+        self
+    }
+
+    /// Bounds the closing handshake (default 10 s).
+    pub fn close_timeout(mut self, t: Option<Duration>) -> Self {
+        self.config.close_timeout = t;
+        self
+    }
+
+    /// The largest message accepted (default 1 MiB; `None`: unlimited).
+    pub fn max_message_size(mut self, n: Option<usize>) -> Self {
+        self.config.max_message_size = n;
+        self
+    }
+
+    /// The largest frame accepted (default: the message limit).
+    pub fn max_frame_size(mut self, n: Option<usize>) -> Self {
+        self.config.max_frame_size = n;
+        self
+    }
+
+    /// Outgoing bytes buffered before `send` waits (default 64 KiB).
+    pub fn write_buffer_limit(mut self, n: usize) -> Self {
+        self.config.write_buffer_limit = n;
+        self
+    }
+
+    /// Replaces the socket settings.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Opens the connection: resolves the host, tries each address in turn,
+    /// performs the upgrade, all within the open timeout.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidUrl`], [`ErrorKind::Dns`], [`ErrorKind::Connect`]
+    /// (refused, reset, or closed during the handshake),
+    /// [`ErrorKind::Timeout`], [`ErrorKind::HttpStatus`] (with the response),
+    /// [`ErrorKind::Handshake`].
+    ///
+    /// # Cancel safety
+    /// Cancelling drops the attempt.
+    pub async fn connect(self) -> Result<WebSocket> {
+        self.connect_with_response().await.map(|(ws, _)| ws)
+    }
+
+    /// As [`ClientBuilder::connect`], and also returns the server's 101
+    /// response (its headers may carry cookies or server information).
+    ///
+    /// # Errors
+    /// As [`ClientBuilder::connect`].
+    ///
+    /// # Cancel safety
+    /// Cancelling drops the attempt.
+    pub async fn connect_with_response(self) -> Result<(WebSocket, Response)> {
+        let target = parse_url(&self.url)?;
+        let url = self.url.clone();
+        let attempt = self.open(target);
+        let result = match self.open_timeout {
+            Some(t) => match tokio::time::timeout(t, attempt).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::msg(
+                    ErrorKind::Timeout,
+                    format!("timed out opening the connection after {:?}", t),
+                )),
+            },
+            None => attempt.await,
+        };
+        result.map_err(|e| if e.url().is_none() { e.with_url(&url) } else { e })
+    }
+
+    async fn open(&self, target: Target) -> Result<(WebSocket, Response)> {
+        let tcp = connect_tcp(&target.host, target.port).await?;
+        self.handshake(Stream::Tcp(tcp), &target).await
+    }
+
+    pub(crate) fn request(&self, target: &Target) -> ClientRequest {
+        let mut headers = self.headers.clone();
+        // Credentials in the URL become Basic auth, unless an explicit
+        // Authorization header was given: never two Authorization headers.
+        if let Some(auth) = &target.basic_auth {
+            if !headers.contains_key(http::header::AUTHORIZATION) {
+                if let Ok(v) = HeaderValue::from_str(auth) {
+                    headers.insert(http::header::AUTHORIZATION, v);
+                }
+            }
+        }
+        ClientRequest {
+            host: target.host_header.clone(),
+            target: target.resource.clone(),
+            origin: self.origin.clone(),
+            subprotocols: self.subprotocols.clone(),
+            headers,
+            user_agent: self.user_agent.clone(),
+        }
+    }
+
+    async fn handshake(&self, mut io: Stream, target: &Target) -> Result<(WebSocket, Response)> {
+        let mut key = [0u8; 16];
+        getrandom::getrandom(&mut key)
+            .map_err(|e| Error::msg(ErrorKind::Io, format!("no randomness for the handshake key: {e}")))?;
+        let mut hs = ClientHandshake::new(&self.request(target), key);
+        io.write_all(hs.request())
+            .await
+            .map_err(|e| Error::io(ErrorKind::Connect, e).with_message("connection lost while sending the upgrade request"))?;
+        let mut buf = BytesMut::with_capacity(4096);
+        let accepted = loop {
+            buf.clear();
+            let n = io
+                .read_buf(&mut buf)
+                .await
+                .map_err(|e| Error::io(ErrorKind::Connect, e).with_message("connection lost during the opening handshake"))?;
+            let progress = if n == 0 { hs.receive_eof() } else { hs.receive(&buf) };
+            match progress? {
+                Progress::NeedMore => continue,
+                Progress::Done(a) => break a,
+            }
+        };
+        let conn = Connection::client(self.config.proto(), mask_source());
+        let mut ws = WebSocket::from_parts(io, conn, accepted.leftover, Arc::new(self.config.clone()));
+        ws.set_subprotocol(accepted.subprotocol);
+        Ok((ws, accepted.response))
+    }
+}
+
+/// Resolves `host` and tries every address in turn; sets TCP_NODELAY.
+pub(crate) async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream> {
+    let addrs: Vec<_> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| Error::io(ErrorKind::Dns, e).with_message(format!("could not resolve {host}")))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(Error::msg(ErrorKind::Dns, format!("{host} has no address")));
+    }
+    let mut last = None;
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => {
+                tracing::debug!(%addr, error = %e, "TCP connect failed");
+                last = Some(e);
+            }
+        }
+    }
+    let e = last.expect("at least one address");
+    Err(Error::io(ErrorKind::Connect, e).with_message(format!("could not connect to {host}:{port}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_parsing() {
+        let t = parse_url("ws://example.com/chat?x=1").unwrap();
+        assert_eq!((t.host.as_str(), t.port, t.host_header.as_str(), t.resource.as_str()), ("example.com", 80, "example.com", "/chat?x=1"));
+        let t = parse_url("ws://[::1]:9000").unwrap();
+        assert_eq!((t.host_header.as_str(), t.resource.as_str()), ("[::1]:9000", "/"));
+        assert_eq!(parse_url("http://x/").unwrap_err().kind(), ErrorKind::InvalidUrl);
+        assert_eq!(parse_url("not a url").unwrap_err().kind(), ErrorKind::InvalidUrl);
+        assert_eq!(parse_url("ws://x/#frag").unwrap_err().kind(), ErrorKind::InvalidUrl);
+    }
+
+    #[test]
+    fn url_credentials_become_one_basic_header() {
+        let b = ClientBuilder::new("ws://al%40ice:p%3Ass@h/");
+        let t = parse_url("ws://al%40ice:p%3Ass@h/").unwrap();
+        let req = b.request(&t);
+        let v = req.headers.get_all("authorization").iter().collect::<Vec<_>>();
+        assert_eq!(v.len(), 1);
+        let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("al@ice:p:ss"));
+        assert_eq!(v[0], expected.as_str());
+        // An explicit header wins, still only one.
+        let b = ClientBuilder::new("ws://u:p@h/").header("Authorization", "Bearer t").unwrap();
+        let req = b.request(&parse_url("ws://u:p@h/").unwrap());
+        let v = req.headers.get_all("authorization").iter().collect::<Vec<_>>();
+        assert_eq!(v, vec!["Bearer t"]);
+    }
+
+    #[test]
+    fn debug_redacts_credentials() {
+        let b = ClientBuilder::new("ws://u:hunter2@h/?token=hunter3").header("cookie", "hunter4").unwrap();
+        let s = format!("{b:?}");
+        assert!(!s.contains("hunter"), "{s}");
+    }
+}

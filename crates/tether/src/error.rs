@@ -1,0 +1,358 @@
+//! The error type of `tether`, built so that a retry policy can decide with
+//! one `match` on [`Error::kind`] and the facts attached: the HTTP status and
+//! response, `Retry-After`, the close code, the I/O error kind.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+pub(crate) use tether_proto::handshake::Response;
+use tether_proto::{CloseCode, CloseFrame};
+
+/// A boxed error source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, coarsely: enough to decide whether to retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The URL is invalid or its scheme is not supported.
+    InvalidUrl,
+    /// The host name could not be resolved.
+    Dns,
+    /// The TCP connection could not be made, or the peer closed or reset it
+    /// during the opening handshake.
+    Connect,
+    /// TLS failed (certificate or host name verification, alerts).
+    Tls,
+    /// The open timeout (or another deadline) expired.
+    Timeout,
+    /// The server answered the upgrade with an HTTP status other than 101.
+    HttpStatus,
+    /// A redirect could not be followed (too many, unsafe, invalid).
+    Redirect,
+    /// The handshake response (or request) was invalid.
+    Handshake,
+    /// The peer broke the WebSocket protocol or crossed a limit; the close
+    /// frame with the matching code was sent.
+    Protocol,
+    /// The connection is closed: by a close frame, or abnormally.
+    Closed,
+    /// The peer stopped answering keepalive pings.
+    KeepaliveTimeout,
+    /// Another I/O error on an established connection.
+    Io,
+    /// Invalid configuration or argument.
+    Config,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ErrorKind::InvalidUrl => "invalid URL",
+            ErrorKind::Dns => "DNS resolution failed",
+            ErrorKind::Connect => "connection failed",
+            ErrorKind::Tls => "TLS error",
+            ErrorKind::Timeout => "timed out",
+            ErrorKind::HttpStatus => "HTTP status",
+            ErrorKind::Redirect => "redirect refused",
+            ErrorKind::Handshake => "invalid handshake",
+            ErrorKind::Protocol => "protocol error",
+            ErrorKind::Closed => "connection closed",
+            ErrorKind::KeepaliveTimeout => "keepalive timeout",
+            ErrorKind::Io => "I/O error",
+            ErrorKind::Config => "invalid configuration",
+        })
+    }
+}
+
+/// Who closed the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Initiator {
+    /// This end.
+    Local,
+    /// The peer.
+    Remote,
+}
+
+/// The error type of `tether`.
+pub struct Error(Box<Inner>);
+
+struct Inner {
+    kind: ErrorKind,
+    message: Option<String>,
+    source: Option<BoxError>,
+    response: Option<Response>,
+    close: Option<(Option<CloseFrame>, Initiator)>,
+    url: Option<String>,
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind) -> Self {
+        Error(Box::new(Inner {
+            kind,
+            message: None,
+            source: None,
+            response: None,
+            close: None,
+            url: None,
+        }))
+    }
+
+    pub(crate) fn msg(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error::new(kind).with_message(message)
+    }
+
+    pub(crate) fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.0.message = Some(message.into());
+        self
+    }
+
+    pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.0.source = Some(source.into());
+        self
+    }
+
+    pub(crate) fn with_response(mut self, response: Response) -> Self {
+        self.0.response = Some(response);
+        self
+    }
+
+    pub(crate) fn with_close(mut self, frame: Option<CloseFrame>, by: Initiator) -> Self {
+        self.0.close = Some((frame, by));
+        self
+    }
+
+    /// Attaches the URL, redacted.
+    pub(crate) fn with_url(mut self, url: &str) -> Self {
+        self.0.url = Some(tether_proto::redact::redact_url(url));
+        self
+    }
+
+    pub(crate) fn io(kind: ErrorKind, e: std::io::Error) -> Self {
+        Error::new(kind).with_source(e)
+    }
+
+    /// The kind of error.
+    pub fn kind(&self) -> ErrorKind {
+        self.0.kind
+    }
+
+    /// The HTTP status, for [`ErrorKind::HttpStatus`].
+    pub fn status(&self) -> Option<u16> {
+        self.0.response.as_ref().map(|r| r.status)
+    }
+
+    /// The HTTP response (status, headers, up to 4 KiB of body), for
+    /// [`ErrorKind::HttpStatus`].
+    pub fn response(&self) -> Option<&Response> {
+        self.0.response.as_ref()
+    }
+
+    /// The delay asked for by the response's `Retry-After` header, in
+    /// delta-seconds or as an HTTP date (RFC 9110 §10.2.3). A date in the past
+    /// gives zero.
+    pub fn retry_after(&self) -> Option<Duration> {
+        let value = self.0.response.as_ref()?.header_str("retry-after")?.trim();
+        parse_retry_after(value, SystemTime::now())
+    }
+
+    /// The close frame that ended the connection and who sent it, for
+    /// [`ErrorKind::Closed`] and [`ErrorKind::Protocol`].
+    pub fn close_frame(&self) -> Option<(Option<&CloseFrame>, Initiator)> {
+        self.0.close.as_ref().map(|(f, i)| (f.as_ref(), *i))
+    }
+
+    /// The close code: the one received from the peer, or the one sent for a
+    /// local failure. 1005 when a close frame had no code, 1006 when the
+    /// connection dropped without one.
+    pub fn close_code(&self) -> Option<CloseCode> {
+        self.0.close.as_ref().map(|(f, _)| f.as_ref().map_or(CloseCode::NO_STATUS, |f| f.code))
+    }
+
+    /// Who closed the connection, when it was closed.
+    pub fn initiator(&self) -> Option<Initiator> {
+        self.0.close.as_ref().map(|(_, i)| *i)
+    }
+
+    /// The I/O error kind, when an I/O error caused this.
+    pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
+        let mut src: Option<&(dyn std::error::Error + 'static)> = self.0.source.as_deref().map(|e| e as _);
+        while let Some(e) = src {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                return Some(io.kind());
+            }
+            src = e.source();
+        }
+        None
+    }
+
+    /// The protocol error, for [`ErrorKind::Protocol`] and handshake errors.
+    pub fn proto_error(&self) -> Option<&tether_proto::Error> {
+        self.0.source.as_deref().and_then(|e| e.downcast_ref::<tether_proto::Error>())
+    }
+
+    /// The URL this error is about, with credentials redacted.
+    pub fn url(&self) -> Option<&str> {
+        self.0.url.as_deref()
+    }
+
+    /// True when the server refused the credentials (HTTP 401 or 403).
+    pub fn is_auth_refused(&self) -> bool {
+        matches!(self.status(), Some(401 | 403))
+    }
+}
+
+/// Parses a `Retry-After` value relative to `now`.
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.0;
+        match (&i.message, &i.response) {
+            (Some(m), _) => f.write_str(m)?,
+            (None, Some(r)) => {
+                if matches!(r.status, 401 | 403) {
+                    write!(f, "server refused the credentials: HTTP {} {}", r.status, r.reason)?;
+                } else {
+                    write!(f, "server rejected the WebSocket upgrade: HTTP {} {}", r.status, r.reason)?;
+                }
+                let body = r.body_excerpt(200);
+                let body = body.trim();
+                if !body.is_empty() {
+                    write!(f, ": {body:?}")?;
+                }
+            }
+            (None, None) => write!(f, "{}", i.kind)?,
+        }
+        if i.message.is_none() && i.response.is_none() {
+            if let Some((frame, by)) = &i.close {
+                let by = match by {
+                    Initiator::Local => "locally",
+                    Initiator::Remote => "by the peer",
+                };
+                match frame {
+                    Some(fr) => write!(f, " {by} with {fr}")?,
+                    None => write!(f, " {by}")?,
+                }
+            } else if let Some(src) = &i.source {
+                write!(f, ": {src}")?;
+            }
+        } else if let (Some(src), None) = (&i.source, &i.response) {
+            if i.message.is_some() {
+                write!(f, ": {src}")?;
+            }
+        }
+        if let Some(url) = &i.url {
+            write!(f, " ({url})")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.0;
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &i.kind);
+        if let Some(m) = &i.message {
+            d.field("message", m);
+        }
+        if let Some(r) = &i.response {
+            d.field("response", r);
+        }
+        if let Some(c) = &i.close {
+            d.field("close", c);
+        }
+        if let Some(u) = &i.url {
+            d.field("url", u);
+        }
+        if let Some(s) = &i.source {
+            d.field("source", s);
+        }
+        d.finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source.as_deref().map(|e| e as _)
+    }
+}
+
+impl From<tether_proto::Error> for Error {
+    fn from(e: tether_proto::Error) -> Self {
+        use tether_proto::Error as P;
+        match &e {
+            P::Protocol(p) => {
+                let frame = CloseFrame::new(p.close_code(), "");
+                Error::new(ErrorKind::Protocol).with_close(Some(frame), Initiator::Local).with_source(e)
+            }
+            P::Handshake(tether_proto::HandshakeError::Status(r)) => {
+                let r = (**r).clone();
+                Error::new(ErrorKind::HttpStatus).with_response(r)
+            }
+            P::Handshake(tether_proto::HandshakeError::UnexpectedEof) => Error::new(ErrorKind::Connect)
+                .with_message("connection closed during the opening handshake"),
+            P::Handshake(_) => Error::new(ErrorKind::Handshake).with_source(e),
+            P::Closed => Error::msg(ErrorKind::Closed, "connection is closed"),
+            P::InvalidInput(m) => Error::msg(ErrorKind::Config, *m),
+            P::AbnormalClosure => Error::msg(ErrorKind::Closed, "connection closed without a close frame (1006)")
+                .with_close(Some(CloseFrame::new(CloseCode::ABNORMAL, "")), Initiator::Remote),
+            P::Failed(code) => Error::new(ErrorKind::Closed).with_close(Some(CloseFrame::new(*code, "")), Initiator::Local),
+            _ => Error::new(ErrorKind::Protocol).with_source(e),
+        }
+    }
+}
+
+impl From<tether_proto::HandshakeError> for Error {
+    fn from(e: tether_proto::HandshakeError) -> Self {
+        tether_proto::Error::Handshake(e).into()
+    }
+}
+
+impl From<Error> for std::io::Error {
+    fn from(e: Error) -> Self {
+        let kind = match e.kind() {
+            ErrorKind::Timeout | ErrorKind::KeepaliveTimeout => std::io::ErrorKind::TimedOut,
+            ErrorKind::Closed => std::io::ErrorKind::ConnectionAborted,
+            _ => e.io_kind().unwrap_or(std::io::ErrorKind::Other),
+        };
+        std::io::Error::new(kind, e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(parse_retry_after("2", now), Some(Duration::from_secs(2)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(30)));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn status_error_shows_status_and_body_but_no_credentials() {
+        let mut r = Response::with_body(401, "token expired");
+        r.headers.insert("set-cookie", "sid=hunter2".parse().unwrap());
+        let e = Error::new(ErrorKind::HttpStatus).with_response(r).with_url("ws://u:hunter3@h/?token=hunter4");
+        let shown = format!("{e} {e:?}");
+        assert!(shown.contains("401"), "{shown}");
+        assert!(shown.contains("token expired"), "{shown}");
+        assert!(shown.contains("refused the credentials"), "{shown}");
+        assert!(!shown.contains("hunter"), "{shown}");
+    }
+}

@@ -1,0 +1,350 @@
+//! Accepting connections: [`accept`], [`ServerBuilder`] and [`serve`].
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::socket::{Config, WebSocket};
+use crate::transport::Stream;
+use bytes::BytesMut;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tether_proto::handshake::{Request, Response, ServerHandshake};
+use tether_proto::Connection;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+type ProcessRequest = dyn Fn(&Request) -> Option<Response> + Send + Sync;
+
+/// Accepts a WebSocket connection on `io` with the default settings.
+///
+/// # Errors
+/// See [`ServerBuilder::accept`].
+///
+/// # Cancel safety
+/// Cancelling drops the connection.
+pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(io: S) -> Result<WebSocket<S>> {
+    ServerBuilder::new().accept(io).await
+}
+
+/// Settings for accepting connections.
+///
+/// ```no_run
+/// # async fn run() -> tether::Result<()> {
+/// use tether::{Message, Response, ServerBuilder};
+/// let server = ServerBuilder::new()
+///     .subprotocols(["chat.v1"])
+///     // Refuse clients without a token, as websockets' process_request does.
+///     .process_request(|req| match req.header("authorization") {
+///         Some("Bearer let-me-in") => None,
+///         _ => Some(Response::with_body(401, "missing or invalid token\n")
+///             .header("www-authenticate", "Bearer")),
+///     })
+///     .serve("127.0.0.1:9001", |mut ws| async move {
+///         while let Some(Ok(msg)) = ws.recv().await {
+///             if msg.is_data() && ws.send(msg).await.is_err() {
+///                 break;
+///             }
+///         }
+///     })
+///     .await?;
+/// println!("listening on {}", server.local_addr());
+/// server.shutdown().await; // every client gets close 1001
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct ServerBuilder {
+    config: Config,
+    subprotocols: Vec<String>,
+    process_request: Option<Arc<ProcessRequest>>,
+    open_timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("config", &self.config)
+            .field("subprotocols", &self.subprotocols)
+            .field("open_timeout", &self.open_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServerBuilder {
+    /// The defaults: open timeout 10 s, max message 1 MiB, close timeout 10 s.
+    pub fn new() -> Self {
+        ServerBuilder {
+            config: Config::default(),
+            subprotocols: Vec::new(),
+            process_request: None,
+            open_timeout: Some(Duration::from_secs(10)),
+        }
+    }
+
+    /// The subprotocols this server supports; the first one the client
+    /// offered (in the client's order) is chosen.
+    pub fn subprotocols<I: IntoIterator<Item = T>, T: Into<String>>(mut self, protos: I) -> Self {
+        self.subprotocols = protos.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// A hook called with each valid upgrade request. Returning a response
+    /// sends it instead of upgrading (for example 401 with a body), as
+    /// websockets' `process_request`.
+    pub fn process_request<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&Request) -> Option<Response> + Send + Sync + 'static,
+    {
+        self.process_request = Some(Arc::new(f));
+        self
+    }
+
+    /// Bounds the time a client has to send its upgrade request (default 10 s).
+    pub fn open_timeout(mut self, t: Option<Duration>) -> Self {
+        self.open_timeout = t;
+        self
+    }
+
+    /// The largest message accepted (default 1 MiB; `None`: unlimited).
+    pub fn max_message_size(mut self, n: Option<usize>) -> Self {
+        self.config.max_message_size = n;
+        self
+    }
+
+    /// Replaces the socket settings.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Performs the server handshake on `io`.
+    ///
+    /// An invalid request is answered with 400, 405, 414, 426, 431 or 505
+    /// before the error is returned.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Handshake`] for an invalid request, [`ErrorKind::HttpStatus`]
+    /// when `process_request` answered instead, [`ErrorKind::Connect`] when the
+    /// client went away, [`ErrorKind::Timeout`] past the open timeout.
+    ///
+    /// # Cancel safety
+    /// Cancelling drops the connection.
+    pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(&self, io: S) -> Result<WebSocket<S>> {
+        self.accept_inner(io, None).await
+    }
+
+    async fn accept_inner<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        io: S,
+        shutdown: Option<&CancellationToken>,
+    ) -> Result<WebSocket<S>> {
+        let fut = self.handshake(io, shutdown);
+        match self.open_timeout {
+            Some(t) => tokio::time::timeout(t, fut)
+                .await
+                .unwrap_or_else(|_| Err(Error::msg(ErrorKind::Timeout, "client did not complete the handshake in time"))),
+            None => fut.await,
+        }
+    }
+
+    async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        mut io: S,
+        shutdown: Option<&CancellationToken>,
+    ) -> Result<WebSocket<S>> {
+        let mut hs = ServerHandshake::new();
+        let mut buf = BytesMut::with_capacity(4096);
+        let (request, leftover) = loop {
+            buf.clear();
+            let n = io
+                .read_buf(&mut buf)
+                .await
+                .map_err(|e| Error::io(ErrorKind::Connect, e).with_message("client went away during the handshake"))?;
+            if n == 0 {
+                return Err(Error::msg(ErrorKind::Connect, "client closed the connection during the handshake"));
+            }
+            match hs.receive(&buf) {
+                Ok(Some(r)) => break r,
+                Ok(None) => continue,
+                Err(e) => {
+                    let _ = io.write_all(&ServerHandshake::reject(&e).to_bytes()).await;
+                    let _ = io.shutdown().await;
+                    return Err(e.into());
+                }
+            }
+        };
+        let offer = match ServerHandshake::validate(&request) {
+            Ok(o) => o,
+            Err(e) => {
+                let _ = io.write_all(&ServerHandshake::reject(&e).to_bytes()).await;
+                let _ = io.shutdown().await;
+                return Err(Error::from(e));
+            }
+        };
+        // During a graceful shutdown, handshakes in flight get 503.
+        let refusal = if shutdown.is_some_and(|s| s.is_cancelled()) {
+            Some(Response::with_body(503, "server shutting down\n"))
+        } else {
+            self.process_request.as_ref().and_then(|f| f(&request))
+        };
+        if let Some(resp) = refusal {
+            io.write_all(&resp.to_bytes())
+                .await
+                .map_err(|e| Error::io(ErrorKind::Connect, e))?;
+            let _ = io.shutdown().await;
+            return Err(Error::new(ErrorKind::HttpStatus).with_response(resp));
+        }
+        let subprotocol = offer.select_subprotocol(&self.subprotocols).map(str::to_string);
+        let response = offer.accept(subprotocol.as_deref());
+        io.write_all(&response.to_bytes())
+            .await
+            .map_err(|e| Error::io(ErrorKind::Connect, e))?;
+        let conn = Connection::server(self.config.proto());
+        let mut ws = WebSocket::from_parts(io, conn, leftover, Arc::new(self.config.clone()));
+        ws.set_subprotocol(subprotocol);
+        ws.set_request(request);
+        Ok(ws)
+    }
+
+    /// Listens on `addr` and runs `handler` on a task for each connection.
+    ///
+    /// Returns once listening; the [`Server`] handle gives the address and a
+    /// graceful [`Server::shutdown`].
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`] when the address cannot be bound.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: nothing is listening until it returns.
+    pub async fn serve<A, H, F>(self, addr: A, handler: H) -> Result<Server>
+    where
+        A: ToSocketAddrs,
+        H: Fn(WebSocket) -> F + Send + Sync + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::io(ErrorKind::Io, e).with_message("could not listen"))?;
+        let local_addr = listener.local_addr().map_err(|e| Error::io(ErrorKind::Io, e))?;
+        let token = CancellationToken::new();
+        let close_timeout = self.config.close_timeout;
+        let task = tokio::spawn(accept_loop(listener, Arc::new(self), Arc::new(handler), token.clone()));
+        tracing::info!(%local_addr, "WebSocket server listening");
+        Ok(Server { local_addr, token, task, close_timeout })
+    }
+}
+
+async fn accept_loop<H, F>(listener: TcpListener, builder: Arc<ServerBuilder>, handler: Arc<H>, token: CancellationToken)
+where
+    H: Fn(WebSocket) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let mut tasks = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = token.cancelled() => break,
+            r = listener.accept() => r,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let builder = builder.clone();
+        let handler = handler.clone();
+        let token = token.clone();
+        tasks.spawn(async move {
+            match builder.accept_inner(Stream::Tcp(tcp), Some(&token)).await {
+                Ok(mut ws) => {
+                    tracing::debug!(%peer, "connection open");
+                    ws.set_shutdown(token);
+                    handler(ws).await;
+                    tracing::debug!(%peer, "connection handler finished");
+                }
+                Err(e) => tracing::debug!(%peer, error = %e, "handshake failed"),
+            }
+        });
+    }
+    drop(listener);
+    // Handlers see close 1001 from their sockets; give them the close
+    // timeout to finish, then stop them.
+    let wait = async { while tasks.join_next().await.is_some() {} };
+    let grace = builder.config.close_timeout.unwrap_or(Duration::from_secs(10)) + Duration::from_secs(1);
+    if tokio::time::timeout(grace, wait).await.is_err() {
+        tracing::warn!("handlers still running after the close timeout; aborting them");
+        tasks.abort_all();
+    }
+}
+
+/// A running server started by [`serve`] or [`ServerBuilder::serve`].
+#[derive(Debug)]
+pub struct Server {
+    local_addr: SocketAddr,
+    token: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    close_timeout: Option<Duration>,
+}
+
+impl Server {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Shuts down gracefully: stops accepting, answers handshakes in flight
+    /// with 503, closes every open connection with 1001 (going away), and
+    /// waits for the handlers to finish (at most the close timeout, after
+    /// which they are aborted).
+    ///
+    /// # Cancel safety
+    /// Cancelling stops waiting; the shutdown goes on in the background.
+    pub async fn shutdown(self) {
+        self.token.cancel();
+        let _ = self.close_timeout;
+        let _ = self.task.await;
+    }
+
+    /// A token that shuts the server down when cancelled (for signal handlers).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.token.clone()
+    }
+
+    /// Waits until the server has stopped.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe.
+    pub async fn wait(&mut self) {
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// Listens on `addr` with the default settings and runs `handler` for each
+/// connection. See [`ServerBuilder::serve`].
+///
+/// # Errors
+/// [`ErrorKind::Io`] when the address cannot be bound.
+///
+/// # Cancel safety
+/// Cancel-safe.
+pub async fn serve<A, H, F>(addr: A, handler: H) -> Result<Server>
+where
+    A: ToSocketAddrs,
+    H: Fn(WebSocket) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    ServerBuilder::new().serve(addr, handler).await
+}
