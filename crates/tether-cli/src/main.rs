@@ -14,7 +14,11 @@ const EXIT_HTTP: u8 = 3;
 const EXIT_ERROR: u8 = 1;
 
 #[derive(Parser)]
-#[command(name = "tether", version, about = "A WebSocket client and server that stays connected, and says clearly when it cannot")]
+#[command(
+    name = "tether",
+    version,
+    about = "A WebSocket client and server that stays connected, and says clearly when it cannot"
+)]
 struct Cli {
     /// More diagnostics on standard error (-v: debug, -vv: trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -88,7 +92,10 @@ struct Secs(Option<Duration>);
 fn parse_size(s: &str) -> Result<Size, String> {
     match s {
         "none" | "0" => Ok(Size(None)),
-        _ => s.parse::<usize>().map(|n| Size(Some(n))).map_err(|e| format!("{s:?}: {e}")),
+        _ => s
+            .parse::<usize>()
+            .map(|n| Size(Some(n)))
+            .map_err(|e| format!("{s:?}: {e}")),
     }
 }
 
@@ -113,7 +120,10 @@ fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 #[tokio::main]
@@ -122,7 +132,11 @@ async fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     init_tracing(cli.verbose);

@@ -46,12 +46,12 @@ pub enum State {
 
 /// A source of masking keys for a client. RFC 6455 §10.3 requires them to be
 /// unpredictable, so use a CSPRNG; tests may pass a fixed key.
-pub trait MaskSource: Send {
+pub trait MaskSource: Send + Sync {
     /// The next 4-byte masking key.
     fn next_mask(&mut self) -> [u8; 4];
 }
 
-impl<F: FnMut() -> [u8; 4] + Send> MaskSource for F {
+impl<F: FnMut() -> [u8; 4] + Send + Sync> MaskSource for F {
     fn next_mask(&mut self) -> [u8; 4] {
         self()
     }
@@ -617,7 +617,9 @@ impl Connection {
 
 fn check_control_len(p: &[u8]) -> Result<(), Error> {
     if p.len() > 125 {
-        Err(Error::InvalidInput("control frame payload is longer than 125 bytes"))
+        Err(Error::InvalidInput(
+            "control frame payload is longer than 125 bytes",
+        ))
     } else {
         Ok(())
     }

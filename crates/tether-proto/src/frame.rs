@@ -187,8 +187,21 @@ mod tests {
 
     #[test]
     fn length_encodings_7_16_64() {
-        for (len, hlen) in [(0u64, 2), (125, 2), (126, 4), (65535, 4), (65536, 10), (1 << 40, 10)] {
-            let h = FrameHeader { fin: true, rsv: [false; 3], opcode: OpCode::Binary, mask: None, len };
+        for (len, hlen) in [
+            (0u64, 2),
+            (125, 2),
+            (126, 4),
+            (65535, 4),
+            (65536, 10),
+            (1 << 40, 10),
+        ] {
+            let h = FrameHeader {
+                fin: true,
+                rsv: [false; 3],
+                opcode: OpCode::Binary,
+                mask: None,
+                len,
+            };
             let mut out = [0u8; MAX_HEADER_LEN];
             assert_eq!(h.encode(&mut out), hlen, "len {len}");
             roundtrip(h);
@@ -205,14 +218,23 @@ mod tests {
     #[test]
     fn reserved_opcodes_fail() {
         for op in [3u8, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF] {
-            assert_eq!(FrameHeader::decode(&[0x80 | op, 0]), Err(ProtocolError::ReservedOpcode(op)));
+            assert_eq!(
+                FrameHeader::decode(&[0x80 | op, 0]),
+                Err(ProtocolError::ReservedOpcode(op))
+            );
         }
     }
 
     #[test]
     fn control_frames_limited_and_unfragmented() {
-        assert_eq!(FrameHeader::decode(&[0x89, 126, 0, 126]), Err(ProtocolError::ControlFrameTooLong(126)));
-        assert_eq!(FrameHeader::decode(&[0x09, 0]), Err(ProtocolError::FragmentedControlFrame));
+        assert_eq!(
+            FrameHeader::decode(&[0x89, 126, 0, 126]),
+            Err(ProtocolError::ControlFrameTooLong(126))
+        );
+        assert_eq!(
+            FrameHeader::decode(&[0x09, 0]),
+            Err(ProtocolError::FragmentedControlFrame)
+        );
         assert!(FrameHeader::decode(&[0x89, 125]).unwrap().is_some());
     }
 

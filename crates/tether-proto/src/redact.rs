@@ -20,7 +20,15 @@ pub fn is_sensitive_header(name: &str) -> bool {
 /// Whether a URL query parameter's value should be hidden.
 pub fn is_sensitive_param(name: &str) -> bool {
     const WORDS: [&str; 9] = [
-        "token", "auth", "key", "secret", "password", "passwd", "pwd", "signature", "session",
+        "token",
+        "auth",
+        "key",
+        "secret",
+        "password",
+        "passwd",
+        "pwd",
+        "signature",
+        "session",
     ];
     let lower = name.to_ascii_lowercase();
     WORDS.iter().any(|w| lower.contains(w))

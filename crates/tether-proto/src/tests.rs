@@ -102,7 +102,10 @@ fn test_server_receives_unmasked_frame() {
 fn test_client_receives_masked_frame() {
     let mut c = Connection::client(Config::default(), fixed_mask());
     c.receive(&client_frame(0x81, b"hi"));
-    assert!(matches!(c.next_event(), Err(Error::Protocol(ProtocolError::MaskedFrame))));
+    assert!(matches!(
+        c.next_event(),
+        Err(Error::Protocol(ProtocolError::MaskedFrame))
+    ));
     let out = drain(&mut c);
     // The client's close frame is masked: unmask it to read the code.
     let (h, hl) = frame::FrameHeader::decode(&out).unwrap().unwrap();
@@ -122,7 +125,9 @@ fn test_rsv_bits_without_extension_fail() {
 #[test]
 fn test_rsv1_allowed_when_negotiated() {
     let mut s = Connection::server(Config::default());
-    s.set_negotiated(Negotiated { rsv_allowed: [true, false, false] });
+    s.set_negotiated(Negotiated {
+        rsv_allowed: [true, false, false],
+    });
     s.receive(&client_frame(0xC2, b"x"));
     assert!(s.next_event().is_ok());
 }
@@ -146,7 +151,10 @@ fn test_fragmented_control_frame_fails() {
 #[test]
 fn test_continuation_without_start_fails() {
     let e = assert_fails(&client_frame(0x80, b"x"), 1002);
-    assert!(matches!(e, Error::Protocol(ProtocolError::UnexpectedContinuation)));
+    assert!(matches!(
+        e,
+        Error::Protocol(ProtocolError::UnexpectedContinuation)
+    ));
 }
 
 #[test]
@@ -154,7 +162,10 @@ fn test_new_data_frame_inside_fragmented_message_fails() {
     let mut b = client_frame(0x01, b"a");
     b.extend(client_frame(0x81, b"b"));
     let e = assert_fails(&b, 1002);
-    assert!(matches!(e, Error::Protocol(ProtocolError::ExpectedContinuation)));
+    assert!(matches!(
+        e,
+        Error::Protocol(ProtocolError::ExpectedContinuation)
+    ));
 }
 
 #[test]
@@ -180,7 +191,10 @@ fn test_control_frames_interleave_with_fragments() {
 fn test_ping_answered_with_pong() {
     let mut s = Connection::server(Config::default());
     s.receive(&client_frame(0x89, b"abc"));
-    assert_eq!(s.next_event().unwrap(), Some(Message::Ping(Bytes::from_static(b"abc"))));
+    assert_eq!(
+        s.next_event().unwrap(),
+        Some(Message::Ping(Bytes::from_static(b"abc")))
+    );
     assert_eq!(drain(&mut s), b"\x8a\x03abc");
 }
 
@@ -195,7 +209,10 @@ fn test_invalid_utf8_fails_on_first_fragment_not_at_end() {
     // The first fragment is already impossible: fail before the message ends.
     let mut s = Connection::server(Config::default());
     s.receive(&client_frame(0x01, &[0xED, 0xA0, 0x80]));
-    assert!(matches!(s.next_event(), Err(Error::Protocol(ProtocolError::InvalidUtf8))));
+    assert!(matches!(
+        s.next_event(),
+        Err(Error::Protocol(ProtocolError::InvalidUtf8))
+    ));
 }
 
 #[test]
@@ -204,7 +221,10 @@ fn test_invalid_utf8_fails_inside_a_partial_frame() {
     let full = client_frame(0x81, &[b'a', 0xFF, b'b', b'c', b'd', b'e']);
     let mut s = Connection::server(Config::default());
     s.receive(&full[..full.len() - 3]);
-    assert!(matches!(s.next_event(), Err(Error::Protocol(ProtocolError::InvalidUtf8))));
+    assert!(matches!(
+        s.next_event(),
+        Err(Error::Protocol(ProtocolError::InvalidUtf8))
+    ));
 }
 
 #[test]
@@ -226,11 +246,15 @@ fn test_text_ending_mid_code_point_fails() {
 
 #[test]
 fn test_close_codes_validated() {
-    for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535] {
+    for code in [
+        0u16, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535,
+    ] {
         let e = assert_fails(&client_frame(0x88, &code.to_be_bytes()), 1002);
         assert!(matches!(e, Error::Protocol(ProtocolError::InvalidCloseCode(c)) if c == code));
     }
-    for code in [1000u16, 1001, 1002, 1003, 1007, 1011, 1012, 1013, 1014, 3000, 4999] {
+    for code in [
+        1000u16, 1001, 1002, 1003, 1007, 1011, 1012, 1013, 1014, 3000, 4999,
+    ] {
         let (msgs, err, echoed) = server_receives(&client_frame(0x88, &code.to_be_bytes()));
         assert!(err.is_none(), "{code}");
         assert_eq!(msgs[0].close_code(), Some(CloseCode(code)));
@@ -256,7 +280,10 @@ fn test_empty_close_echoed_empty_and_reported_as_1005() {
     assert_eq!(m.close_code(), Some(CloseCode::NO_STATUS));
     assert_eq!(drain(&mut s), b"\x88\x00");
     assert_eq!(s.state(), State::Closed);
-    assert!(s.should_close_transport(), "server closes TCP after the handshake");
+    assert!(
+        s.should_close_transport(),
+        "server closes TCP after the handshake"
+    );
 }
 
 #[test]
@@ -272,10 +299,16 @@ fn test_data_after_close_is_ignored() {
 fn test_sending_reserved_close_codes_is_refused() {
     let mut s = Connection::server(Config::default());
     for code in [1005u16, 1006, 1015, 999, 2000] {
-        assert!(matches!(s.close(CloseCode(code), ""), Err(Error::InvalidInput(_))), "{code}");
+        assert!(
+            matches!(s.close(CloseCode(code), ""), Err(Error::InvalidInput(_))),
+            "{code}"
+        );
     }
     let long = "x".repeat(124);
-    assert!(matches!(s.close(CloseCode::NORMAL, &long), Err(Error::InvalidInput(_))));
+    assert!(matches!(
+        s.close(CloseCode::NORMAL, &long),
+        Err(Error::InvalidInput(_))
+    ));
     s.close(CloseCode::NORMAL, &long[..123]).unwrap();
     assert!(matches!(s.send(Message::text("x")), Err(Error::Closed)));
 }
@@ -288,20 +321,31 @@ fn test_message_over_limit_fails_with_1009_before_payload_arrives() {
     let f = client_frame(0x82, &[0; 1001]);
     s.receive(&f[..8]);
     let e = s.next_event().unwrap_err();
-    assert!(matches!(e, Error::Protocol(ProtocolError::FrameTooBig { .. })), "{e}");
+    assert!(
+        matches!(e, Error::Protocol(ProtocolError::FrameTooBig { .. })),
+        "{e}"
+    );
     assert_eq!(close_code_in(&drain(&mut s)), Some(1009));
 }
 
 #[test]
 fn test_fragmented_message_over_limit_fails_with_1009() {
-    let config = Config::default().with_max_message_size(1000).with_max_frame_size(600);
+    let config = Config::default()
+        .with_max_message_size(1000)
+        .with_max_frame_size(600);
     let mut s = Connection::server(config);
     s.receive(&client_frame(0x02, &[0; 600]));
     assert_eq!(s.next_event().unwrap(), None);
     let f = client_frame(0x80, &[0; 401]);
     s.receive(&f[..8]);
     let e = s.next_event().unwrap_err();
-    assert!(matches!(e, Error::Protocol(ProtocolError::MessageTooBig { size: 1001, limit: 1000 })));
+    assert!(matches!(
+        e,
+        Error::Protocol(ProtocolError::MessageTooBig {
+            size: 1001,
+            limit: 1000
+        })
+    ));
     assert_eq!(close_code_in(&drain(&mut s)), Some(1009));
 }
 
@@ -342,9 +386,15 @@ fn test_closing_handshake_client_initiated() {
     assert_eq!(m, Message::Close(Some(CloseFrame::new(4001, "bye"))));
     assert!(s.should_close_transport());
     pump(&mut s, &mut c);
-    assert_eq!(c.next_event().unwrap().unwrap().close_code(), Some(CloseCode(4001)));
+    assert_eq!(
+        c.next_event().unwrap().unwrap().close_code(),
+        Some(CloseCode(4001))
+    );
     assert_eq!(c.state(), State::Closed);
-    assert!(!c.should_close_transport(), "the client waits for the server to close TCP");
+    assert!(
+        !c.should_close_transport(),
+        "the client waits for the server to close TCP"
+    );
 }
 
 #[test]

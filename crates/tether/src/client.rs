@@ -46,11 +46,16 @@ pub(crate) struct Target {
 }
 
 pub(crate) fn parse_url(raw: &str) -> Result<Target> {
-    let invalid = |why: &str| Error::msg(ErrorKind::InvalidUrl, format!("invalid URL: {why}")).with_url(raw);
+    let invalid =
+        |why: &str| Error::msg(ErrorKind::InvalidUrl, format!("invalid URL: {why}")).with_url(raw);
     let url = url::Url::parse(raw).map_err(|e| invalid(&e.to_string()))?;
     let default_port = match url.scheme() {
         "ws" => 80,
-        "wss" => return Err(invalid("wss:// needs TLS, which this build does not support yet")),
+        "wss" => {
+            return Err(invalid(
+                "wss:// needs TLS, which this build does not support yet",
+            ))
+        }
         other => return Err(invalid(&format!("unsupported scheme {other:?}; use ws://"))),
     };
     if url.fragment().is_some() {
@@ -67,7 +72,11 @@ pub(crate) fn parse_url(raw: &str) -> Result<Target> {
         Some(url::Host::Ipv6(a)) => format!("[{a}]"),
         _ => host.clone(),
     };
-    let host_header = if port == default_port { host_part } else { format!("{host_part}:{port}") };
+    let host_header = if port == default_port {
+        host_part
+    } else {
+        format!("{host_part}:{port}")
+    };
     let mut resource = url.path().to_string();
     if let Some(q) = url.query() {
         resource.push('?');
@@ -83,7 +92,13 @@ pub(crate) fn parse_url(raw: &str) -> Result<Target> {
     } else {
         None
     };
-    Ok(Target { host, port, host_header, resource, basic_auth })
+    Ok(Target {
+        host,
+        port,
+        host_header,
+        resource,
+        basic_auth,
+    })
 }
 
 fn percent_decode(s: &str) -> String {
@@ -139,7 +154,10 @@ impl std::fmt::Debug for ClientBuilder {
             .field("url", &tether_proto::redact::redact_url(&self.url))
             .field("origin", &self.origin)
             .field("subprotocols", &self.subprotocols)
-            .field("headers", &tether_proto::redact::RedactedHeaders(&self.headers))
+            .field(
+                "headers",
+                &tether_proto::redact::RedactedHeaders(&self.headers),
+            )
             .field("open_timeout", &self.open_timeout)
             .field("config", &self.config)
             .finish()
@@ -174,8 +192,12 @@ impl ClientBuilder {
     pub fn header(mut self, name: &str, value: &str) -> Result<Self> {
         let n = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| Error::msg(ErrorKind::Config, format!("invalid header name {name:?}")))?;
-        let v = HeaderValue::from_str(value)
-            .map_err(|_| Error::msg(ErrorKind::Config, format!("invalid value for header {name}")))?;
+        let v = HeaderValue::from_str(value).map_err(|_| {
+            Error::msg(
+                ErrorKind::Config,
+                format!("invalid value for header {name}"),
+            )
+        })?;
         self.headers.append(n, v);
         Ok(self)
     }
@@ -277,7 +299,13 @@ impl ClientBuilder {
             },
             None => attempt.await,
         };
-        result.map_err(|e| if e.url().is_none() { e.with_url(&url) } else { e })
+        result.map_err(|e| {
+            if e.url().is_none() {
+                e.with_url(&url)
+            } else {
+                e
+            }
+        })
     }
 
     async fn open(&self, target: Target) -> Result<(WebSocket, Response)> {
@@ -308,27 +336,37 @@ impl ClientBuilder {
 
     async fn handshake(&self, mut io: Stream, target: &Target) -> Result<(WebSocket, Response)> {
         let mut key = [0u8; 16];
-        getrandom::getrandom(&mut key)
-            .map_err(|e| Error::msg(ErrorKind::Io, format!("no randomness for the handshake key: {e}")))?;
+        getrandom::getrandom(&mut key).map_err(|e| {
+            Error::msg(
+                ErrorKind::Io,
+                format!("no randomness for the handshake key: {e}"),
+            )
+        })?;
         let mut hs = ClientHandshake::new(&self.request(target), key);
-        io.write_all(hs.request())
-            .await
-            .map_err(|e| Error::io(ErrorKind::Connect, e).with_message("connection lost while sending the upgrade request"))?;
+        io.write_all(hs.request()).await.map_err(|e| {
+            Error::io(ErrorKind::Connect, e)
+                .with_message("connection lost while sending the upgrade request")
+        })?;
         let mut buf = BytesMut::with_capacity(4096);
         let accepted = loop {
             buf.clear();
-            let n = io
-                .read_buf(&mut buf)
-                .await
-                .map_err(|e| Error::io(ErrorKind::Connect, e).with_message("connection lost during the opening handshake"))?;
-            let progress = if n == 0 { hs.receive_eof() } else { hs.receive(&buf) };
+            let n = io.read_buf(&mut buf).await.map_err(|e| {
+                Error::io(ErrorKind::Connect, e)
+                    .with_message("connection lost during the opening handshake")
+            })?;
+            let progress = if n == 0 {
+                hs.receive_eof()
+            } else {
+                hs.receive(&buf)
+            };
             match progress? {
                 Progress::NeedMore => continue,
                 Progress::Done(a) => break a,
             }
         };
         let conn = Connection::client(self.config.proto(), mask_source());
-        let mut ws = WebSocket::from_parts(io, conn, accepted.leftover, Arc::new(self.config.clone()));
+        let mut ws =
+            WebSocket::from_parts(io, conn, accepted.leftover, Arc::new(self.config.clone()));
         ws.set_subprotocol(accepted.subprotocol);
         Ok((ws, accepted.response))
     }
@@ -338,7 +376,9 @@ impl ClientBuilder {
 pub(crate) async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream> {
     let addrs: Vec<_> = tokio::net::lookup_host((host, port))
         .await
-        .map_err(|e| Error::io(ErrorKind::Dns, e).with_message(format!("could not resolve {host}")))?
+        .map_err(|e| {
+            Error::io(ErrorKind::Dns, e).with_message(format!("could not resolve {host}"))
+        })?
         .collect();
     if addrs.is_empty() {
         return Err(Error::msg(ErrorKind::Dns, format!("{host} has no address")));
@@ -357,7 +397,8 @@ pub(crate) async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream> {
         }
     }
     let e = last.expect("at least one address");
-    Err(Error::io(ErrorKind::Connect, e).with_message(format!("could not connect to {host}:{port}")))
+    Err(Error::io(ErrorKind::Connect, e)
+        .with_message(format!("could not connect to {host}:{port}")))
 }
 
 #[cfg(test)]
@@ -367,12 +408,32 @@ mod tests {
     #[test]
     fn url_parsing() {
         let t = parse_url("ws://example.com/chat?x=1").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.host_header.as_str(), t.resource.as_str()), ("example.com", 80, "example.com", "/chat?x=1"));
+        assert_eq!(
+            (
+                t.host.as_str(),
+                t.port,
+                t.host_header.as_str(),
+                t.resource.as_str()
+            ),
+            ("example.com", 80, "example.com", "/chat?x=1")
+        );
         let t = parse_url("ws://[::1]:9000").unwrap();
-        assert_eq!((t.host_header.as_str(), t.resource.as_str()), ("[::1]:9000", "/"));
-        assert_eq!(parse_url("http://x/").unwrap_err().kind(), ErrorKind::InvalidUrl);
-        assert_eq!(parse_url("not a url").unwrap_err().kind(), ErrorKind::InvalidUrl);
-        assert_eq!(parse_url("ws://x/#frag").unwrap_err().kind(), ErrorKind::InvalidUrl);
+        assert_eq!(
+            (t.host_header.as_str(), t.resource.as_str()),
+            ("[::1]:9000", "/")
+        );
+        assert_eq!(
+            parse_url("http://x/").unwrap_err().kind(),
+            ErrorKind::InvalidUrl
+        );
+        assert_eq!(
+            parse_url("not a url").unwrap_err().kind(),
+            ErrorKind::InvalidUrl
+        );
+        assert_eq!(
+            parse_url("ws://x/#frag").unwrap_err().kind(),
+            ErrorKind::InvalidUrl
+        );
     }
 
     #[test]
@@ -380,20 +441,35 @@ mod tests {
         let b = ClientBuilder::new("ws://al%40ice:p%3Ass@h/");
         let t = parse_url("ws://al%40ice:p%3Ass@h/").unwrap();
         let req = b.request(&t);
-        let v = req.headers.get_all("authorization").iter().collect::<Vec<_>>();
+        let v = req
+            .headers
+            .get_all("authorization")
+            .iter()
+            .collect::<Vec<_>>();
         assert_eq!(v.len(), 1);
-        let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("al@ice:p:ss"));
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("al@ice:p:ss")
+        );
         assert_eq!(v[0], expected.as_str());
         // An explicit header wins, still only one.
-        let b = ClientBuilder::new("ws://u:p@h/").header("Authorization", "Bearer t").unwrap();
+        let b = ClientBuilder::new("ws://u:p@h/")
+            .header("Authorization", "Bearer t")
+            .unwrap();
         let req = b.request(&parse_url("ws://u:p@h/").unwrap());
-        let v = req.headers.get_all("authorization").iter().collect::<Vec<_>>();
+        let v = req
+            .headers
+            .get_all("authorization")
+            .iter()
+            .collect::<Vec<_>>();
         assert_eq!(v, vec!["Bearer t"]);
     }
 
     #[test]
     fn debug_redacts_credentials() {
-        let b = ClientBuilder::new("ws://u:hunter2@h/?token=hunter3").header("cookie", "hunter4").unwrap();
+        let b = ClientBuilder::new("ws://u:hunter2@h/?token=hunter3")
+            .header("cookie", "hunter4")
+            .unwrap();
         let s = format!("{b:?}");
         assert!(!s.contains("hunter"), "{s}");
     }

@@ -168,7 +168,10 @@ impl Error {
     /// local failure. 1005 when a close frame had no code, 1006 when the
     /// connection dropped without one.
     pub fn close_code(&self) -> Option<CloseCode> {
-        self.0.close.as_ref().map(|(f, _)| f.as_ref().map_or(CloseCode::NO_STATUS, |f| f.code))
+        self.0
+            .close
+            .as_ref()
+            .map(|(f, _)| f.as_ref().map_or(CloseCode::NO_STATUS, |f| f.code))
     }
 
     /// Who closed the connection, when it was closed.
@@ -178,7 +181,8 @@ impl Error {
 
     /// The I/O error kind, when an I/O error caused this.
     pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
-        let mut src: Option<&(dyn std::error::Error + 'static)> = self.0.source.as_deref().map(|e| e as _);
+        let mut src: Option<&(dyn std::error::Error + 'static)> =
+            self.0.source.as_deref().map(|e| e as _);
         while let Some(e) = src {
             if let Some(io) = e.downcast_ref::<std::io::Error>() {
                 return Some(io.kind());
@@ -190,7 +194,10 @@ impl Error {
 
     /// The protocol error, for [`ErrorKind::Protocol`] and handshake errors.
     pub fn proto_error(&self) -> Option<&tether_proto::Error> {
-        self.0.source.as_deref().and_then(|e| e.downcast_ref::<tether_proto::Error>())
+        self.0
+            .source
+            .as_deref()
+            .and_then(|e| e.downcast_ref::<tether_proto::Error>())
     }
 
     /// The URL this error is about, with credentials redacted.
@@ -220,9 +227,17 @@ impl fmt::Display for Error {
             (Some(m), _) => f.write_str(m)?,
             (None, Some(r)) => {
                 if matches!(r.status, 401 | 403) {
-                    write!(f, "server refused the credentials: HTTP {} {}", r.status, r.reason)?;
+                    write!(
+                        f,
+                        "server refused the credentials: HTTP {} {}",
+                        r.status, r.reason
+                    )?;
                 } else {
-                    write!(f, "server rejected the WebSocket upgrade: HTTP {} {}", r.status, r.reason)?;
+                    write!(
+                        f,
+                        "server rejected the WebSocket upgrade: HTTP {} {}",
+                        r.status, r.reason
+                    )?;
                 }
                 let body = r.body_excerpt(200);
                 let body = body.trim();
@@ -293,20 +308,31 @@ impl From<tether_proto::Error> for Error {
         match &e {
             P::Protocol(p) => {
                 let frame = CloseFrame::new(p.close_code(), "");
-                Error::new(ErrorKind::Protocol).with_close(Some(frame), Initiator::Local).with_source(e)
+                Error::new(ErrorKind::Protocol)
+                    .with_close(Some(frame), Initiator::Local)
+                    .with_source(e)
             }
             P::Handshake(tether_proto::HandshakeError::Status(r)) => {
                 let r = (**r).clone();
                 Error::new(ErrorKind::HttpStatus).with_response(r)
             }
-            P::Handshake(tether_proto::HandshakeError::UnexpectedEof) => Error::new(ErrorKind::Connect)
-                .with_message("connection closed during the opening handshake"),
+            P::Handshake(tether_proto::HandshakeError::UnexpectedEof) => {
+                Error::new(ErrorKind::Connect)
+                    .with_message("connection closed during the opening handshake")
+            }
             P::Handshake(_) => Error::new(ErrorKind::Handshake).with_source(e),
             P::Closed => Error::msg(ErrorKind::Closed, "connection is closed"),
             P::InvalidInput(m) => Error::msg(ErrorKind::Config, *m),
-            P::AbnormalClosure => Error::msg(ErrorKind::Closed, "connection closed without a close frame (1006)")
-                .with_close(Some(CloseFrame::new(CloseCode::ABNORMAL, "")), Initiator::Remote),
-            P::Failed(code) => Error::new(ErrorKind::Closed).with_close(Some(CloseFrame::new(*code, "")), Initiator::Local),
+            P::AbnormalClosure => Error::msg(
+                ErrorKind::Closed,
+                "connection closed without a close frame (1006)",
+            )
+            .with_close(
+                Some(CloseFrame::new(CloseCode::ABNORMAL, "")),
+                Initiator::Remote,
+            ),
+            P::Failed(code) => Error::new(ErrorKind::Closed)
+                .with_close(Some(CloseFrame::new(*code, "")), Initiator::Local),
             _ => Error::new(ErrorKind::Protocol).with_source(e),
         }
     }
@@ -338,7 +364,10 @@ mod tests {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         assert_eq!(parse_retry_after("2", now), Some(Duration::from_secs(2)));
         let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(30)));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(30))
+        );
         let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
         assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
@@ -347,8 +376,11 @@ mod tests {
     #[test]
     fn status_error_shows_status_and_body_but_no_credentials() {
         let mut r = Response::with_body(401, "token expired");
-        r.headers.insert("set-cookie", "sid=hunter2".parse().unwrap());
-        let e = Error::new(ErrorKind::HttpStatus).with_response(r).with_url("ws://u:hunter3@h/?token=hunter4");
+        r.headers
+            .insert("set-cookie", "sid=hunter2".parse().unwrap());
+        let e = Error::new(ErrorKind::HttpStatus)
+            .with_response(r)
+            .with_url("ws://u:hunter3@h/?token=hunter4");
         let shown = format!("{e} {e:?}");
         assert!(shown.contains("401"), "{shown}");
         assert!(shown.contains("token expired"), "{shown}");

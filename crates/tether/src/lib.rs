@@ -47,7 +47,7 @@ pub use server::{accept, serve, Server, ServerBuilder};
 pub use socket::{Config, WebSocket, WsReader, WsWriter};
 pub use transport::Stream;
 
-pub use tether_proto::handshake::{Request, Response};
-pub use tether_proto::{CloseCode, CloseFrame, Message, Role, State, Utf8Bytes};
 pub use bytes::Bytes;
 pub use tether_proto;
+pub use tether_proto::handshake::{Request, Response};
+pub use tether_proto::{CloseCode, CloseFrame, Message, Role, State, Utf8Bytes};

@@ -148,9 +148,12 @@ impl ServerBuilder {
     ) -> Result<WebSocket<S>> {
         let fut = self.handshake(io, shutdown);
         match self.open_timeout {
-            Some(t) => tokio::time::timeout(t, fut)
-                .await
-                .unwrap_or_else(|_| Err(Error::msg(ErrorKind::Timeout, "client did not complete the handshake in time"))),
+            Some(t) => tokio::time::timeout(t, fut).await.unwrap_or_else(|_| {
+                Err(Error::msg(
+                    ErrorKind::Timeout,
+                    "client did not complete the handshake in time",
+                ))
+            }),
             None => fut.await,
         }
     }
@@ -164,12 +167,15 @@ impl ServerBuilder {
         let mut buf = BytesMut::with_capacity(4096);
         let (request, leftover) = loop {
             buf.clear();
-            let n = io
-                .read_buf(&mut buf)
-                .await
-                .map_err(|e| Error::io(ErrorKind::Connect, e).with_message("client went away during the handshake"))?;
+            let n = io.read_buf(&mut buf).await.map_err(|e| {
+                Error::io(ErrorKind::Connect, e)
+                    .with_message("client went away during the handshake")
+            })?;
             if n == 0 {
-                return Err(Error::msg(ErrorKind::Connect, "client closed the connection during the handshake"));
+                return Err(Error::msg(
+                    ErrorKind::Connect,
+                    "client closed the connection during the handshake",
+                ));
             }
             match hs.receive(&buf) {
                 Ok(Some(r)) => break r,
@@ -202,7 +208,9 @@ impl ServerBuilder {
             let _ = io.shutdown().await;
             return Err(Error::new(ErrorKind::HttpStatus).with_response(resp));
         }
-        let subprotocol = offer.select_subprotocol(&self.subprotocols).map(str::to_string);
+        let subprotocol = offer
+            .select_subprotocol(&self.subprotocols)
+            .map(str::to_string);
         let response = offer.accept(subprotocol.as_deref());
         io.write_all(&response.to_bytes())
             .await
@@ -233,17 +241,33 @@ impl ServerBuilder {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| Error::io(ErrorKind::Io, e).with_message("could not listen"))?;
-        let local_addr = listener.local_addr().map_err(|e| Error::io(ErrorKind::Io, e))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| Error::io(ErrorKind::Io, e))?;
         let token = CancellationToken::new();
         let close_timeout = self.config.close_timeout;
-        let task = tokio::spawn(accept_loop(listener, Arc::new(self), Arc::new(handler), token.clone()));
+        let task = tokio::spawn(accept_loop(
+            listener,
+            Arc::new(self),
+            Arc::new(handler),
+            token.clone(),
+        ));
         tracing::info!(%local_addr, "WebSocket server listening");
-        Ok(Server { local_addr, token, task, close_timeout })
+        Ok(Server {
+            local_addr,
+            token,
+            task,
+            close_timeout,
+        })
     }
 }
 
-async fn accept_loop<H, F>(listener: TcpListener, builder: Arc<ServerBuilder>, handler: Arc<H>, token: CancellationToken)
-where
+async fn accept_loop<H, F>(
+    listener: TcpListener,
+    builder: Arc<ServerBuilder>,
+    handler: Arc<H>,
+    token: CancellationToken,
+) where
     H: Fn(WebSocket) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
@@ -283,7 +307,11 @@ where
     // Handlers see close 1001 from their sockets; give them the close
     // timeout to finish, then stop them.
     let wait = async { while tasks.join_next().await.is_some() {} };
-    let grace = builder.config.close_timeout.unwrap_or(Duration::from_secs(10)) + Duration::from_secs(1);
+    let grace = builder
+        .config
+        .close_timeout
+        .unwrap_or(Duration::from_secs(10))
+        + Duration::from_secs(1);
     if tokio::time::timeout(grace, wait).await.is_err() {
         tracing::warn!("handlers still running after the close timeout; aborting them");
         tasks.abort_all();

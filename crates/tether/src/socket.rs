@@ -118,7 +118,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
             let mut slices = [IoSlice::new(&[]); 64];
             let n = out.chunks_vectored(&mut slices);
             match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
+                }
                 Poll::Ready(Ok(k)) => {
                     self.conn.transmit().advance(k);
                     self.wake_other(who);
@@ -141,7 +143,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
             if sig.as_mut().poll(cx).is_ready() {
                 self.shutdown = None;
                 if self.conn.state() == State::Open {
-                    let _ = self.conn.close(CloseCode::GOING_AWAY, "server shutting down");
+                    let _ = self
+                        .conn
+                        .close(CloseCode::GOING_AWAY, "server shutting down");
                 }
             }
         }
@@ -191,7 +195,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
                     // Discard anything after the close frame until EOF.
                     let buf = self.conn.read_buf();
                     buf.clear();
-                    match ready!(tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, buf)) {
+                    match ready!(tokio_util::io::poll_read_buf(
+                        Pin::new(&mut self.io),
+                        cx,
+                        buf
+                    )) {
                         Ok(0) | Err(_) => self.finish = Finish::Done,
                         Ok(_) => {}
                     }
@@ -219,6 +227,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
                 return Poll::Ready(None);
             }
             self.poll_shutdown_signal(cx);
+            // A close was sent and the peer is slow to answer: give up at
+            // the close timeout (RFC 6455 §7.1.1 lets us drop TCP then).
+            if let Some(t) = &mut self.close_timer {
+                if t.as_mut().poll(cx).is_ready() {
+                    tracing::debug!("close timeout expired before the peer's close frame");
+                    self.finish = Finish::Done;
+                    self.close_timer = None;
+                    let _ = Pin::new(&mut self.io).poll_shutdown(cx);
+                    return Poll::Ready(None);
+                }
+            }
             match self.conn.next_event() {
                 Ok(Some(msg)) => {
                     if msg.is_close() {
@@ -275,7 +294,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
         // close frame: report it as closed abnormally (1006), with the cause.
         let err = Error::new(ErrorKind::Closed)
             .with_message(format!("connection lost without a close frame (1006): {e}"))
-            .with_close(Some(CloseFrame::new(CloseCode::ABNORMAL, "")), Initiator::Remote)
+            .with_close(
+                Some(CloseFrame::new(CloseCode::ABNORMAL, "")),
+                Initiator::Remote,
+            )
             .with_source(e);
         self.end_error(err)
     }
@@ -297,7 +319,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
 
     fn poll_ready(&mut self, cx: &mut Context<'_>, who: Who) -> Poll<Result<()>> {
         self.poll_shutdown_signal(cx);
-        if self.finish != Finish::No || self.conn.close_sent().is_some() || self.conn.error().is_some() {
+        if self.finish != Finish::No
+            || self.conn.close_sent().is_some()
+            || self.conn.error().is_some()
+        {
             return Poll::Ready(Err(self.send_error()));
         }
         if self.conn.buffered_amount() >= self.config.write_buffer_limit {
@@ -376,7 +401,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Wraps a transport on which the opening handshake already completed.
     /// `conn` is the core in its open state; `leftover` holds bytes that
     /// arrived after the handshake.
-    pub(crate) fn from_parts(io: S, mut conn: Connection, leftover: Bytes, config: Arc<Config>) -> Self {
+    pub(crate) fn from_parts(
+        io: S,
+        mut conn: Connection,
+        leftover: Bytes,
+        config: Arc<Config>,
+    ) -> Self {
         conn.receive(&leftover);
         WebSocket {
             core: Core {
@@ -442,6 +472,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         &self.core.io
     }
 
+    /// Outgoing bytes queued and not yet written to the transport.
+    pub fn buffered_amount(&self) -> usize {
+        self.core.conn.buffered_amount()
+    }
+
     /// The close frame received from the peer, once it arrived.
     pub fn close_received(&self) -> Option<Option<&CloseFrame>> {
         self.core.conn.close_received()
@@ -497,10 +532,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// As [`WebSocket::send`].
     pub async fn send_fragmented(&mut self, msg: Message, fragment_size: usize) -> Result<()> {
         poll_fn(|cx| self.core.poll_ready(cx, Who::Writer)).await?;
-        self.core.conn.send_fragmented(msg, fragment_size).map_err(|e| match e {
-            tether_proto::Error::Closed => self.core.send_error(),
-            e => Error::from(e),
-        })?;
+        self.core
+            .conn
+            .send_fragmented(msg, fragment_size)
+            .map_err(|e| match e {
+                tether_proto::Error::Closed => self.core.send_error(),
+                e => Error::from(e),
+            })?;
         poll_fn(|cx| self.core.poll_flush(cx, Who::Writer)).await
     }
 
@@ -542,7 +580,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     pub async fn close(&mut self, code: impl Into<CloseCode>, reason: &str) -> Result<()> {
         if self.core.conn.close_sent().is_none() && self.core.finish == Finish::No {
             let code = code.into();
-            self.core.start_send(Message::Close(Some(CloseFrame::new(code, reason))))?;
+            self.core
+                .start_send(Message::Close(Some(CloseFrame::new(code, reason))))?;
         }
         while let Some(r) = self.recv().await {
             if let Err(e) = r {
@@ -560,7 +599,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     pub fn split(mut self) -> (WsReader<S>, WsWriter<S>) {
         self.core.split = true;
         let shared = Arc::new(Mutex::new(self.core));
-        (WsReader { shared: shared.clone() }, WsWriter { shared })
+        (
+            WsReader {
+                shared: shared.clone(),
+            },
+            WsWriter { shared },
+        )
     }
 }
 
@@ -676,7 +720,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsWriter<S> {
     /// The close frame, once queued, is sent.
     pub async fn close(&mut self, code: impl Into<CloseCode>, reason: &str) -> Result<()> {
         let code = code.into();
-        self.send(Message::Close(Some(CloseFrame::new(code, reason)))).await
+        self.send(Message::Close(Some(CloseFrame::new(code, reason))))
+            .await
     }
 }
 

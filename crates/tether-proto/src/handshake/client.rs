@@ -1,6 +1,8 @@
 //! The client side of the opening handshake (RFC 6455 §4.1).
 
-use super::{accept_key, header_has_token, scan_head, to_header_map, Response, MAX_BODY_KEPT, MAX_HEADERS};
+use super::{
+    accept_key, header_has_token, scan_head, to_header_map, Response, MAX_BODY_KEPT, MAX_HEADERS,
+};
 use crate::connection::Negotiated;
 use crate::error::HandshakeError;
 use crate::redact::RedactedHeaders;
@@ -67,12 +69,14 @@ pub struct Accepted {
     pub leftover: Bytes,
 }
 
-
-
 #[derive(Debug)]
 enum Phase {
     Head,
-    Body { head: Response, remaining: Option<usize>, chunked: bool },
+    Body {
+        head: Response,
+        remaining: Option<usize>,
+        chunked: bool,
+    },
     Done,
 }
 
@@ -99,7 +103,9 @@ pub struct ClientHandshake {
 
 impl fmt::Debug for ClientHandshake {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientHandshake").field("phase", &self.phase).finish_non_exhaustive()
+        f.debug_struct("ClientHandshake")
+            .field("phase", &self.phase)
+            .finish_non_exhaustive()
     }
 }
 
@@ -109,15 +115,24 @@ impl ClientHandshake {
     pub fn new(req: &ClientRequest, key: [u8; 16]) -> Self {
         let key = base64::engine::general_purpose::STANDARD.encode(key);
         let mut r = String::with_capacity(256);
-        let target = if req.target.is_empty() { "/" } else { &req.target };
+        let target = if req.target.is_empty() {
+            "/"
+        } else {
+            &req.target
+        };
         r.push_str(&format!("GET {target} HTTP/1.1\r\nHost: {}\r\n", req.host));
         r.push_str("Upgrade: websocket\r\nConnection: Upgrade\r\n");
-        r.push_str(&format!("Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"));
+        r.push_str(&format!(
+            "Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        ));
         if let Some(o) = &req.origin {
             r.push_str(&format!("Origin: {o}\r\n"));
         }
         if !req.subprotocols.is_empty() {
-            r.push_str(&format!("Sec-WebSocket-Protocol: {}\r\n", req.subprotocols.join(", ")));
+            r.push_str(&format!(
+                "Sec-WebSocket-Protocol: {}\r\n",
+                req.subprotocols.join(", ")
+            ));
         }
         let mut request = r.into_bytes();
         for (name, value) in &req.headers {
@@ -168,7 +183,9 @@ impl ClientHandshake {
     /// ends it); [`HandshakeError::UnexpectedEof`] otherwise.
     pub fn receive_eof(&mut self) -> Result<Progress, HandshakeError> {
         match std::mem::replace(&mut self.phase, Phase::Done) {
-            Phase::Body { mut head, chunked, .. } => {
+            Phase::Body {
+                mut head, chunked, ..
+            } => {
                 head.body = finish_body(&self.buf, chunked);
                 Err(HandshakeError::Status(Box::new(head)))
             }
@@ -212,19 +229,34 @@ impl ClientHandshake {
                     .header_str("content-length")
                     .and_then(|v| v.trim().parse::<usize>().ok())
             };
-            self.phase = Phase::Body { head: response, remaining, chunked };
+            self.phase = Phase::Body {
+                head: response,
+                remaining,
+                chunked,
+            };
         }
-        if let Phase::Body { remaining, chunked, .. } = &self.phase {
+        if let Phase::Body {
+            remaining, chunked, ..
+        } = &self.phase
+        {
             // The body is complete when its length is known and reached,
             // when a chunked body's last chunk arrived, or at the cap.
             let done = match remaining {
                 Some(n) => self.buf.len() >= *n,
-                None if *chunked => find(&self.buf, b"\r\n0\r\n\r\n").is_some() || self.buf.starts_with(b"0\r\n\r\n"),
+                None if *chunked => {
+                    find(&self.buf, b"\r\n0\r\n\r\n").is_some()
+                        || self.buf.starts_with(b"0\r\n\r\n")
+                }
                 None => false,
             } || self.buf.len() >= MAX_BODY_KEPT;
             if done {
                 let chunked = *chunked;
-                let Phase::Body { mut head, remaining, .. } = std::mem::replace(&mut self.phase, Phase::Done) else {
+                let Phase::Body {
+                    mut head,
+                    remaining,
+                    ..
+                } = std::mem::replace(&mut self.phase, Phase::Done)
+                else {
                     unreachable!()
                 };
                 let body = &self.buf[..remaining.unwrap_or(usize::MAX).min(self.buf.len())];
@@ -233,7 +265,9 @@ impl ClientHandshake {
             }
             return Ok(Progress::NeedMore);
         }
-        Err(HandshakeError::Malformed("handshake already finished".into()))
+        Err(HandshakeError::Malformed(
+            "handshake already finished".into(),
+        ))
     }
 
     /// RFC 6455 §4.1, the client's checks of a 101 response.
@@ -261,11 +295,17 @@ impl ClientHandshake {
         if h.get("sec-websocket-extensions").is_some() {
             return Err(HandshakeError::UnofferedExtension);
         }
-        let protos = h.get_all("sec-websocket-protocol").iter().collect::<Vec<_>>();
+        let protos = h
+            .get_all("sec-websocket-protocol")
+            .iter()
+            .collect::<Vec<_>>();
         let subprotocol = match protos.as_slice() {
             [] => None,
             [one] => {
-                let p = one.to_str().map_err(|_| HandshakeError::InvalidHeader("Sec-WebSocket-Protocol"))?.trim();
+                let p = one
+                    .to_str()
+                    .map_err(|_| HandshakeError::InvalidHeader("Sec-WebSocket-Protocol"))?
+                    .trim();
                 if !self.subprotocols.iter().any(|o| o == p) {
                     return Err(HandshakeError::UnofferedSubprotocol);
                 }
@@ -284,9 +324,17 @@ impl ClientHandshake {
 }
 
 fn is_reserved(name: &str) -> bool {
-    ["host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version", "sec-websocket-protocol", "sec-websocket-extensions"]
-        .iter()
-        .any(|r| name.eq_ignore_ascii_case(r))
+    [
+        "host",
+        "upgrade",
+        "connection",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-protocol",
+        "sec-websocket-extensions",
+    ]
+    .iter()
+    .any(|r| name.eq_ignore_ascii_case(r))
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -303,7 +351,9 @@ fn finish_body(raw: &[u8], chunked: bool) -> Bytes {
         while let Some(nl) = find(rest, b"\r\n") {
             let size_str = std::str::from_utf8(&rest[..nl]).unwrap_or("");
             let size_str = size_str.split(';').next().unwrap_or("").trim();
-            let Ok(size) = usize::from_str_radix(size_str, 16) else { break };
+            let Ok(size) = usize::from_str_radix(size_str, 16) else {
+                break;
+            };
             rest = &rest[nl + 2..];
             if size == 0 {
                 break;

@@ -237,7 +237,10 @@ mod tests {
 
     #[test]
     fn rfc_accept_example() {
-        assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 
     #[test]
@@ -254,13 +257,19 @@ mod tests {
     #[test]
     fn head_limits() {
         let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_LINE + 10));
-        assert!(matches!(scan_head(long.as_bytes()), Err(HandshakeError::LineTooLong)));
+        assert!(matches!(
+            scan_head(long.as_bytes()),
+            Err(HandshakeError::LineTooLong)
+        ));
         let mut many = String::from("GET / HTTP/1.1\r\n");
         for i in 0..=MAX_HEADERS {
             many.push_str(&format!("x-{i}: v\r\n"));
         }
         many.push_str("\r\n");
-        assert!(matches!(scan_head(many.as_bytes()), Err(HandshakeError::HeadersTooLarge)));
+        assert!(matches!(
+            scan_head(many.as_bytes()),
+            Err(HandshakeError::HeadersTooLarge)
+        ));
         let ok = "GET / HTTP/1.1\r\nHost: a\r\n\r\nrest";
         assert_eq!(scan_head(ok.as_bytes()).unwrap(), Some(ok.len() - 4));
         assert_eq!(scan_head(b"GET / HTTP/1.1\r\nHost: a\r\n").unwrap(), None);

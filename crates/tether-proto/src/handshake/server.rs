@@ -1,6 +1,8 @@
 //! The server side of the opening handshake (RFC 6455 §4.2).
 
-use super::{accept_key, header_has_token, scan_head, to_header_map, Request, Response, MAX_HEADERS};
+use super::{
+    accept_key, header_has_token, scan_head, to_header_map, Request, Response, MAX_HEADERS,
+};
 use crate::error::HandshakeError;
 use base64::Engine;
 use bytes::{Buf, Bytes, BytesMut};
@@ -129,7 +131,10 @@ impl ServerHandshake {
         let keys: Vec<&HeaderValue> = h.get_all("sec-websocket-key").iter().collect();
         let key = match keys.as_slice() {
             [] => return Err(HandshakeError::MissingHeader("Sec-WebSocket-Key")),
-            [k] => k.to_str().map_err(|_| HandshakeError::InvalidHeader("Sec-WebSocket-Key"))?.trim(),
+            [k] => k
+                .to_str()
+                .map_err(|_| HandshakeError::InvalidHeader("Sec-WebSocket-Key"))?
+                .trim(),
             _ => return Err(HandshakeError::InvalidHeader("Sec-WebSocket-Key")),
         };
         // §4.2.1: the key is base64 of 16 bytes.
@@ -164,9 +169,14 @@ impl ServerHandshake {
     /// `Sec-WebSocket-Version: 13` with 426 (RFC 6455 §4.4).
     pub fn reject(err: &HandshakeError) -> Response {
         let status = err.http_status();
-        let mut r = Response::with_body(status, format!("Failed to open a WebSocket connection: {err}.\n"));
+        let mut r = Response::with_body(
+            status,
+            format!("Failed to open a WebSocket connection: {err}.\n"),
+        );
         if status == 426 {
-            r = r.header("sec-websocket-version", "13").header("upgrade", "websocket");
+            r = r
+                .header("sec-websocket-version", "13")
+                .header("upgrade", "websocket");
         }
         r.header("connection", "close")
     }
@@ -180,7 +190,9 @@ mod tests {
 Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
     fn parse(s: &str) -> Result<ClientOffer, HandshakeError> {
-        let (req, _) = ServerHandshake::new().receive(s.as_bytes())?.expect("complete");
+        let (req, _) = ServerHandshake::new()
+            .receive(s.as_bytes())?
+            .expect("complete");
         ServerHandshake::validate(&req)
     }
 
@@ -188,7 +200,10 @@ Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSoc
     fn valid_request_is_accepted_with_rfc_accept() {
         let offer = parse(GOOD).unwrap();
         let r = offer.accept(None);
-        assert_eq!(r.header_str("sec-websocket-accept"), Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+        assert_eq!(
+            r.header_str("sec-websocket-accept"),
+            Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+        );
     }
 
     #[test]
@@ -239,7 +254,8 @@ Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSoc
 
     #[test]
     fn tokens_in_lists_are_accepted() {
-        let req = GOOD.replace("Connection: Upgrade", "Connection: keep-alive, upgrade")
+        let req = GOOD
+            .replace("Connection: Upgrade", "Connection: keep-alive, upgrade")
             .replace("Upgrade: websocket", "Upgrade: WebSocket");
         parse(&req).unwrap();
     }
@@ -248,7 +264,10 @@ Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSoc
     fn limits_are_414_and_431() {
         let long_target = GOOD.replace("/chat", &format!("/{}", "a".repeat(9000)));
         assert_eq!(parse(&long_target).unwrap_err().http_status(), 414);
-        let long_header = GOOD.replace("Host: server.example.com", &format!("Host: {}", "a".repeat(9000)));
+        let long_header = GOOD.replace(
+            "Host: server.example.com",
+            &format!("Host: {}", "a".repeat(9000)),
+        );
         assert_eq!(parse(&long_header).unwrap_err().http_status(), 431);
         let mut many = GOOD.trim_end_matches("\r\n").to_string();
         for i in 0..130 {
@@ -260,7 +279,10 @@ Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSoc
 
     #[test]
     fn subprotocol_selection_follows_client_order() {
-        let req = GOOD.replace("Version: 13\r\n", "Version: 13\r\nSec-WebSocket-Protocol: b, a\r\n");
+        let req = GOOD.replace(
+            "Version: 13\r\n",
+            "Version: 13\r\nSec-WebSocket-Protocol: b, a\r\n",
+        );
         let offer = parse(&req).unwrap();
         let supported = vec!["a".to_string(), "b".to_string()];
         assert_eq!(offer.select_subprotocol(&supported), Some("b"));

@@ -1,0 +1,30 @@
+//! Public types can cross threads and tasks.
+
+fn is_send<T: Send>() {}
+fn is_sync<T: Sync>() {}
+fn is_unpin<T: Unpin>() {}
+
+#[test]
+fn public_types_are_send_sync_unpin() {
+    is_send::<tether::WebSocket>();
+    is_sync::<tether::WebSocket>();
+    is_unpin::<tether::WebSocket>();
+    is_send::<tether::WsReader>();
+    is_sync::<tether::WsReader>();
+    is_send::<tether::WsWriter>();
+    is_sync::<tether::WsWriter>();
+    is_send::<tether::Error>();
+    is_sync::<tether::Error>();
+    is_send::<tether::ClientBuilder>();
+    is_sync::<tether::ClientBuilder>();
+    is_send::<tether::ServerBuilder>();
+    is_sync::<tether::ServerBuilder>();
+    is_send::<tether::Server>();
+    is_send::<tether::Message>();
+    is_sync::<tether::Message>();
+    is_send::<tether_proto_connection::Connection>();
+}
+
+mod tether_proto_connection {
+    pub(crate) use tether::tether_proto::Connection;
+}
