@@ -1,0 +1,1000 @@
+//! Interoperability with real third-party peers: Python `websockets` and
+//! Node `ws`, pinned and installed by `interop/install.sh`, speaking the
+//! command protocol of `interop/PROTOCOL.md`.
+//!
+//! - Direction A (`*_server_*`): a peer server (`py_server.py`,
+//!   `node_server.js`, or tether's own protocol server for reference) and
+//!   tether's client.
+//! - Direction B (`*_client_against_tether_server`): tether's server running
+//!   the command protocol in-process, and the peers' scripted clients
+//!   (`py_client.py`, `node_client.js`) as child processes.
+//!
+//! The peers are installed by the tests themselves (once per test binary);
+//! if that fails the tests fail, they are never skipped.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use tether::{
+    Bytes, ClientBuilder, CloseCode, CloseFrame, ErrorKind, Message, ServerBuilder, State,
+    WebSocket,
+};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Upper bound for one whole test (not counting the one-time install).
+const TEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Upper bound for any single receive.
+const RECV_TIMEOUT: Duration = Duration::from_secs(10);
+/// The message limit used where the default is not under test.
+const BIG_LIMIT: usize = 16 << 20;
+/// The echo sizes of PROTOCOL.md.
+const SIZES: [usize; 6] = [0, 125, 126, 65535, 65536, 1048576];
+
+// ---------------------------------------------------------------------------
+// Installing the peers
+// ---------------------------------------------------------------------------
+
+/// Where `interop/install.sh` put the peers.
+#[derive(Debug)]
+struct Peers {
+    dir: PathBuf,
+    python: PathBuf,
+}
+
+fn repo_root() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize().unwrap_or(root)
+}
+
+/// Runs `interop/install.sh` once per test binary. A failure panics in every
+/// test that needs the peers: interop tests fail, they do not skip.
+fn peers() -> &'static Peers {
+    static PEERS: OnceLock<Result<Peers, String>> = OnceLock::new();
+    match PEERS.get_or_init(install_peers) {
+        Ok(p) => p,
+        Err(e) => panic!("interop peers could not be installed, so the interop tests fail:\n{e}"),
+    }
+}
+
+fn install_peers() -> Result<Peers, String> {
+    let script = repo_root().join("interop/install.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("could not run `bash {}`: {e}", script.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!(
+            "`bash {}` failed ({}); it needs python3 (with venv) and node/npm.\n\
+             --- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
+            script.display(),
+            out.status
+        ));
+    }
+    let value = |key: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .map(PathBuf::from)
+            .ok_or_else(|| format!("install.sh printed no {key}=... line:\n{stdout}\n{stderr}"))
+    };
+    let peers = Peers {
+        dir: value("TETHER_INTEROP_DIR")?,
+        python: value("TETHER_INTEROP_PYTHON")?,
+    };
+    let node_modules = value("TETHER_INTEROP_NODE_MODULES")?;
+    if !peers.python.is_file() {
+        return Err(format!(
+            "install.sh reported {} but it does not exist",
+            peers.python.display()
+        ));
+    }
+    if !node_modules.join("ws/package.json").is_file() {
+        return Err(format!(
+            "install.sh reported {} but it holds no `ws`",
+            node_modules.display()
+        ));
+    }
+    Ok(peers)
+}
+
+// ---------------------------------------------------------------------------
+// Peer processes
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    Python,
+    Node,
+    /// tether's own command-protocol server, in-process (Direction A only):
+    /// the reference that the Direction B server is checked against.
+    Tether,
+}
+
+impl Peer {
+    fn command(self, script: &str) -> Command {
+        let peers = peers();
+        let mut cmd = match self {
+            Peer::Python => Command::new(&peers.python),
+            Peer::Node => Command::new("node"),
+            Peer::Tether => unreachable!("tether runs in-process"),
+        };
+        cmd.arg(repo_root().join("interop").join(script))
+            // load_ws.js finds `ws` there.
+            .env("TETHER_INTEROP_DIR", &peers.dir)
+            .env("PYTHONUNBUFFERED", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd
+    }
+}
+
+/// Collects a child's output in the background, so that it can never block
+/// on a full pipe and can be shown when a test fails.
+fn collect(pipe: impl AsyncRead + Unpin + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let sink = buf.clone();
+    tokio::spawn(async move {
+        let mut pipe = pipe;
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut chunk).await {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+        }
+    });
+    buf
+}
+
+fn text_of(buf: &Mutex<Vec<u8>>) -> String {
+    String::from_utf8_lossy(&buf.lock().unwrap()).into_owned()
+}
+
+/// A running peer process; killed when dropped. When the test is failing,
+/// the drop shows the peer's stderr.
+struct PeerProcess {
+    name: String,
+    child: Child,
+    stderr: Arc<Mutex<Vec<u8>>>,
+}
+
+impl PeerProcess {
+    fn spawn(
+        peer: Peer,
+        script: &str,
+        args: &[&str],
+    ) -> (PeerProcess, tokio::process::ChildStdout) {
+        let mut cmd = peer.command(script);
+        cmd.args(args);
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start the {peer:?} peer {script}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = collect(child.stderr.take().expect("piped stderr"));
+        (
+            PeerProcess {
+                name: format!("{peer:?} {script}"),
+                child,
+                stderr,
+            },
+            stdout,
+        )
+    }
+
+    fn stderr(&self) -> String {
+        text_of(&self.stderr)
+    }
+
+    /// Panics if the peer has exited (it should serve until killed).
+    fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!(
+                "{} exited early ({status}); stderr:\n{}",
+                self.name,
+                self.stderr()
+            );
+        }
+    }
+}
+
+impl Drop for PeerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        if std::thread::panicking() {
+            eprintln!("--- stderr of {} ---\n{}", self.name, self.stderr());
+        }
+    }
+}
+
+/// A server to test tether's client against: a peer process, or tether's
+/// protocol server in-process.
+enum PeerServer {
+    Process(PeerProcess),
+    InProcess(tether::Server),
+}
+
+impl PeerServer {
+    /// Starts the server and returns it with its `ws://` URL.
+    async fn start(peer: Peer) -> (PeerServer, String) {
+        if peer == Peer::Tether {
+            let server = protocol_server(Arc::default()).await;
+            let url = format!("ws://{}/", server.local_addr());
+            return (PeerServer::InProcess(server), url);
+        }
+        let script = if peer == Peer::Python {
+            "py_server.py"
+        } else {
+            "node_server.js"
+        };
+        let (mut proc_, stdout) = PeerProcess::spawn(peer, script, &[]);
+        let mut lines = BufReader::new(stdout).lines();
+        let line = match tokio::time::timeout(Duration::from_secs(15), lines.next_line()).await {
+            Ok(Ok(Some(line))) => line,
+            Ok(r) => {
+                let status = proc_.child.wait().await;
+                panic!(
+                    "{} ended before printing LISTENING ({r:?}, {status:?}); stderr:\n{}",
+                    proc_.name,
+                    proc_.stderr()
+                )
+            }
+            Err(_) => panic!("{} printed no LISTENING line within 15 s", proc_.name),
+        };
+        let port: u16 = line
+            .strip_prefix("LISTENING ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} printed {line:?}, expected `LISTENING <port>`",
+                    proc_.name
+                )
+            });
+        // Nothing else is printed on stdout, but keep the pipe drained.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        (
+            PeerServer::Process(proc_),
+            format!("ws://127.0.0.1:{port}/"),
+        )
+    }
+
+    async fn stop(self) {
+        match self {
+            PeerServer::Process(mut p) => {
+                p.assert_running();
+                drop(p);
+            }
+            PeerServer::InProcess(s) => s.shutdown().await,
+        }
+    }
+}
+
+/// Runs one client check against a fresh server of `peer`, within the test
+/// timeout.
+async fn with_peer_server<F, Fut>(peer: Peer, check: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    if peer != Peer::Tether {
+        peers();
+    }
+    let (server, url) = PeerServer::start(peer).await;
+    if tokio::time::timeout(TEST_TIMEOUT, check(url))
+        .await
+        .is_err()
+    {
+        panic!("{peer:?} server: check timed out after {TEST_TIMEOUT:?}");
+    }
+    server.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// Helpers for tether's side
+// ---------------------------------------------------------------------------
+
+/// Payload of `!frag` and of the echo checks: `a..z` repeating for text,
+/// `i % 251` for binary.
+fn pattern(binary: bool, size: usize) -> Message {
+    if binary {
+        Message::binary((0..size).map(|i| (i % 251) as u8).collect::<Vec<u8>>())
+    } else {
+        Message::text(
+            (0..size)
+                .map(|i| char::from(b'a' + (i % 26) as u8))
+                .collect::<String>(),
+        )
+    }
+}
+
+fn kind(m: &Message) -> &'static str {
+    match m {
+        Message::Text(_) => "text",
+        Message::Binary(_) => "binary",
+        Message::Ping(_) => "ping",
+        Message::Pong(_) => "pong",
+        Message::Close(_) => "close",
+    }
+}
+
+/// Compares two messages without dumping megabytes on failure.
+#[track_caller]
+fn assert_same(got: &Message, want: &Message, what: &str) {
+    if got == want {
+        return;
+    }
+    let (g, w) = (got.as_payload(), want.as_payload());
+    if g.len() <= 64 && w.len() <= 64 {
+        panic!("{what}: expected {want:?}, got {got:?}");
+    }
+    let first = g.iter().zip(w).position(|(a, b)| a != b);
+    panic!(
+        "{what}: expected {} of {} bytes, got {} of {} bytes (first difference at {first:?})",
+        kind(want),
+        w.len(),
+        kind(got),
+        g.len()
+    );
+}
+
+/// The next message, which must arrive within the receive timeout.
+async fn next(ws: &mut WebSocket, what: &str) -> Message {
+    match tokio::time::timeout(RECV_TIMEOUT, ws.recv()).await {
+        Ok(Some(Ok(m))) => m,
+        Ok(Some(Err(e))) => panic!("{what}: recv failed: {e} ({:?})", e.kind()),
+        Ok(None) => panic!("{what}: the connection ended"),
+        Err(_) => panic!("{what}: nothing received within {RECV_TIMEOUT:?}"),
+    }
+}
+
+/// Asserts that the stream has ended.
+async fn expect_end(ws: &mut WebSocket, what: &str) {
+    match tokio::time::timeout(RECV_TIMEOUT, ws.recv()).await {
+        Ok(None) => {}
+        Ok(Some(r)) => panic!("{what}: expected the end of the stream, got {r:?}"),
+        Err(_) => panic!("{what}: the stream did not end within {RECV_TIMEOUT:?}"),
+    }
+    assert_eq!(ws.state(), State::Closed, "{what}: state after the end");
+}
+
+async fn client(url: &str) -> WebSocket {
+    ClientBuilder::new(url)
+        .max_message_size(Some(BIG_LIMIT))
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"))
+}
+
+async fn send(ws: &mut WebSocket, msg: Message, what: &str) {
+    ws.send(msg)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: send failed: {e}"));
+}
+
+/// Checks a close message: its code, and its reason unless `reason` is
+/// `None` (an echo of the client's close must carry the same code; Python
+/// and Node echo the reason too, tether's server echoes an empty reason).
+#[track_caller]
+fn assert_close(msg: &Message, code: u16, reason: Option<&str>, what: &str) {
+    match msg {
+        Message::Close(Some(f)) => {
+            assert_eq!(f.code.0, code, "{what}: close code (frame {f:?})");
+            if let Some(reason) = reason {
+                assert_eq!(f.reason.as_str(), reason, "{what}: close reason");
+            }
+        }
+        other => panic!("{what}: expected Close({code} {reason:?}), got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Direction A: tether's client against a peer server
+// ---------------------------------------------------------------------------
+
+/// Text and binary messages of every size come back exactly.
+async fn echo_sizes(url: String) {
+    let mut ws = client(&url).await;
+    for binary in [false, true] {
+        for size in SIZES {
+            let msg = pattern(binary, size);
+            let what = format!("echo of {} {size}", kind(&msg));
+            send(&mut ws, msg.clone(), &what).await;
+            assert_same(&next(&mut ws, &what).await, &msg, &what);
+        }
+    }
+    ws.close(CloseCode::NORMAL, "").await.expect("close");
+}
+
+/// The default 1 MiB limit accepts a message of exactly 1 MiB, and refuses
+/// one byte more with 1009.
+async fn default_limit(url: String) {
+    let mut ws = tether::connect(&url)
+        .await
+        .expect("connect with the defaults");
+    for binary in [false, true] {
+        let msg = pattern(binary, 1 << 20);
+        let what = format!("default limit: echo of 1 MiB {}", kind(&msg));
+        send(&mut ws, msg.clone(), &what).await;
+        assert_same(&next(&mut ws, &what).await, &msg, &what);
+    }
+    let what = "default limit: echo of 1 MiB + 1";
+    send(&mut ws, pattern(true, (1 << 20) + 1), what).await;
+    match tokio::time::timeout(RECV_TIMEOUT, ws.recv()).await {
+        Ok(Some(Err(e))) => {
+            assert_eq!(e.kind(), ErrorKind::Protocol, "{what}: {e}");
+            assert_eq!(
+                e.close_code(),
+                Some(CloseCode::MESSAGE_TOO_BIG),
+                "{what}: {e}"
+            );
+        }
+        other => panic!("{what}: expected a 1009 error, got {other:?}"),
+    }
+    match tokio::time::timeout(RECV_TIMEOUT, ws.recv()).await {
+        Ok(None) => {}
+        other => panic!("{what}: expected the end of the stream after the error, got {other:?}"),
+    }
+}
+
+/// The text of PROTOCOL.md's `echo-fragmented-text`: 70006 bytes of UTF-8.
+fn multibyte_text() -> String {
+    "héllo wörld €".repeat(4118)
+}
+
+/// A fragment size for `data` under which most fragment boundaries fall
+/// inside a multibyte UTF-8 sequence.
+fn splitting_fragment_size(data: &[u8]) -> (usize, usize) {
+    let inside = |f: usize| {
+        (f..data.len())
+            .step_by(f)
+            .filter(|&i| data[i] & 0xC0 == 0x80)
+            .count()
+    };
+    let best = (9000..11000).max_by_key(|&f| (inside(f), f)).unwrap();
+    (best, inside(best))
+}
+
+/// Fragmented messages sent with `send_fragmented` come back whole.
+async fn echo_fragmented(url: String) {
+    let mut ws = client(&url).await;
+
+    let text = multibyte_text();
+    let (size, split) = splitting_fragment_size(text.as_bytes());
+    assert!(split >= 3, "only {split} boundaries inside characters");
+    let msg = Message::text(text.clone());
+    let what = format!("fragmented text, {} bytes in frames of {size}", text.len());
+    ws.send_fragmented(msg.clone(), size)
+        .await
+        .expect("send_fragmented");
+    assert_same(&next(&mut ws, &what).await, &msg, &what);
+
+    // One byte per frame: every character is split.
+    let msg = Message::text("héllo wörld €");
+    ws.send_fragmented(msg.clone(), 1)
+        .await
+        .expect("send_fragmented");
+    assert_same(
+        &next(&mut ws, "text in 1-byte frames").await,
+        &msg,
+        "text in 1-byte frames",
+    );
+
+    let blob: Vec<u8> = (0..100_000usize)
+        .map(|i| ((i * 7 + 3) % 256) as u8)
+        .collect();
+    let msg = Message::binary(blob);
+    ws.send_fragmented(msg.clone(), 16_384)
+        .await
+        .expect("send_fragmented");
+    assert_same(
+        &next(&mut ws, "fragmented binary").await,
+        &msg,
+        "fragmented binary",
+    );
+
+    let msg = Message::binary(vec![1u8, 2, 3, 4, 5, 6, 7]);
+    ws.send_fragmented(msg.clone(), 1)
+        .await
+        .expect("send_fragmented");
+    assert_same(
+        &next(&mut ws, "binary in 1-byte frames").await,
+        &msg,
+        "binary in 1-byte frames",
+    );
+
+    // A data message still echoes normally afterwards.
+    let msg = Message::text("after");
+    send(&mut ws, msg.clone(), "after").await;
+    assert_same(&next(&mut ws, "after").await, &msg, "after");
+    ws.close(CloseCode::NORMAL, "").await.expect("close");
+}
+
+/// Client pings are answered with the same payload; server pings (`!ping`)
+/// are answered automatically by tether.
+async fn pings(url: String) {
+    let mut ws = client(&url).await;
+    for payload in [&b"tether-ping"[..], &[], &[0xabu8; 125]] {
+        let what = format!("pong for a ping of {} bytes", payload.len());
+        ws.ping(Bytes::copy_from_slice(payload))
+            .await
+            .expect("ping");
+        assert_same(
+            &next(&mut ws, &what).await,
+            &Message::Pong(Bytes::copy_from_slice(payload)),
+            &what,
+        );
+    }
+
+    send(&mut ws, Message::text("!ping 0102ff"), "!ping").await;
+    let ping = next(&mut ws, "server's ping").await;
+    assert_same(
+        &ping,
+        &Message::Ping(Bytes::from_static(&[1, 2, 0xff])),
+        "server's ping",
+    );
+    assert_same(
+        &next(&mut ws, "!pong").await,
+        &Message::text("!pong 0102ff"),
+        "!pong",
+    );
+
+    send(&mut ws, Message::text("!ping"), "!ping (empty)").await;
+    assert_same(
+        &next(&mut ws, "empty ping").await,
+        &Message::Ping(Bytes::new()),
+        "empty ping",
+    );
+    assert_same(
+        &next(&mut ws, "!pong (empty)").await,
+        &Message::text("!pong"),
+        "!pong (empty)",
+    );
+
+    let msg = Message::text("still open");
+    send(&mut ws, msg.clone(), "echo after pings").await;
+    assert_same(
+        &next(&mut ws, "echo after pings").await,
+        &msg,
+        "echo after pings",
+    );
+    ws.close(CloseCode::NORMAL, "").await.expect("close");
+}
+
+/// `!frag` messages arrive as one complete message with the right pattern.
+async fn server_frag(url: String) {
+    let mut ws = client(&url).await;
+    for (binary, size, parts) in [
+        (false, 70000, 5),
+        (true, 65536, 4),
+        (false, 26, 1),
+        (true, 1000, 2),
+    ] {
+        let k = if binary { "binary" } else { "text" };
+        let what = format!("!frag {k} {size} {parts}");
+        send(&mut ws, Message::text(what.clone()), &what).await;
+        assert_same(&next(&mut ws, &what).await, &pattern(binary, size), &what);
+    }
+    ws.close(CloseCode::NORMAL, "").await.expect("close");
+}
+
+/// Closing handshakes started by either side carry the right codes.
+async fn close_codes(url: String) {
+    // tether closes with a close message, then reads the peer's echo.
+    let mut ws = client(&url).await;
+    let what = "client close 4001 (send)";
+    send(
+        &mut ws,
+        Message::Close(Some(CloseFrame::new(4001, "bye"))),
+        what,
+    )
+    .await;
+    let echo = next(&mut ws, what).await;
+    assert_close(&echo, 4001, None, what);
+    expect_end(&mut ws, what).await;
+    let err = ws
+        .send(Message::text("late"))
+        .await
+        .expect_err("send after close");
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Closed,
+        "{what}: send after close: {err}"
+    );
+
+    // tether closes with WebSocket::close, which waits for the echo.
+    let mut ws = client(&url).await;
+    let what = "client close 4001 (close)";
+    ws.close(4001, "bye")
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(ws.state(), State::Closed, "{what}: state");
+    let echo = ws.close_received().flatten().cloned();
+    assert_close(&Message::Close(echo), 4001, None, what);
+
+    // Normal closure with an empty reason.
+    let mut ws = client(&url).await;
+    let what = "client close 1000";
+    ws.close(CloseCode::NORMAL, "")
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let echo = ws.close_received().flatten().cloned();
+    assert_close(&Message::Close(echo), 1000, None, what);
+
+    // The server closes; tether answers and the stream ends.
+    let mut ws = client(&url).await;
+    let what = "server close 4002";
+    send(&mut ws, Message::text("!close 4002 server-bye"), what).await;
+    let close = next(&mut ws, what).await;
+    assert_close(&close, 4002, Some("server-bye"), what);
+    expect_end(&mut ws, what).await;
+    let err = ws
+        .send(Message::text("late"))
+        .await
+        .expect_err("send after the server closed");
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Closed,
+        "{what}: send after close: {err}"
+    );
+}
+
+/// Malformed commands get `!error ...` and the connection stays open.
+async fn malformed_commands(url: String) {
+    let mut ws = client(&url).await;
+    for cmd in [
+        "!nope",
+        "!ping zz",
+        "!ping 010",
+        "!frag bogus 1 1",
+        "!frag text x 1",
+        "!frag text 10 0",
+        "!close abc",
+    ] {
+        send(&mut ws, Message::text(cmd), cmd).await;
+        match next(&mut ws, cmd).await {
+            Message::Text(t) if t.starts_with("!error") => {}
+            other => panic!("{cmd}: expected `!error ...`, got {other:?}"),
+        }
+    }
+    let msg = Message::text("still open");
+    send(&mut ws, msg.clone(), "echo after errors").await;
+    assert_same(
+        &next(&mut ws, "echo after errors").await,
+        &msg,
+        "echo after errors",
+    );
+    ws.close(CloseCode::NORMAL, "").await.expect("close");
+}
+
+/// One test per (server, check): `python_server_echo_sizes`, ...
+macro_rules! against_servers {
+    ($($check:ident => $py:ident, $node:ident, $tether:ident;)*) => {$(
+        #[tokio::test]
+        async fn $py() {
+            with_peer_server(Peer::Python, $check).await;
+        }
+
+        #[tokio::test]
+        async fn $node() {
+            with_peer_server(Peer::Node, $check).await;
+        }
+
+        #[tokio::test]
+        async fn $tether() {
+            with_peer_server(Peer::Tether, $check).await;
+        }
+    )*};
+}
+
+against_servers! {
+    echo_sizes => python_server_echo_sizes, node_server_echo_sizes, tether_server_echo_sizes;
+    default_limit => python_server_default_limit, node_server_default_limit, tether_server_default_limit;
+    echo_fragmented => python_server_echo_fragmented, node_server_echo_fragmented, tether_server_echo_fragmented;
+    pings => python_server_pings, node_server_pings, tether_server_pings;
+    server_frag => python_server_frag, node_server_frag, tether_server_frag;
+    close_codes => python_server_close_codes, node_server_close_codes, tether_server_close_codes;
+    malformed_commands => python_server_malformed_commands, node_server_malformed_commands,
+        tether_server_malformed_commands;
+}
+
+// ---------------------------------------------------------------------------
+// Direction B: peer clients against tether's server
+// ---------------------------------------------------------------------------
+
+/// Close frames the protocol server received from its clients (`None`: a
+/// close frame without a code).
+type Closes = Arc<Mutex<Vec<Option<(u16, String)>>>>;
+
+/// Starts tether's command-protocol server on an ephemeral port.
+async fn protocol_server(closes: Closes) -> tether::Server {
+    ServerBuilder::new()
+        .max_message_size(Some(BIG_LIMIT))
+        .serve("127.0.0.1:0", move |ws| {
+            Session::new(ws, closes.clone()).run()
+        })
+        .await
+        .expect("start the tether server")
+}
+
+/// One connection of the protocol server.
+struct Session {
+    ws: WebSocket,
+    closes: Closes,
+    /// The payload of a `!ping` whose pong has not arrived yet.
+    awaiting_pong: Option<Bytes>,
+    /// Messages received while awaiting a pong, handled after the `!pong`.
+    deferred: VecDeque<Message>,
+}
+
+impl Session {
+    fn new(ws: WebSocket, closes: Closes) -> Self {
+        Session {
+            ws,
+            closes,
+            awaiting_pong: None,
+            deferred: VecDeque::new(),
+        }
+    }
+
+    async fn run(mut self) {
+        if let Err(e) = self.serve().await {
+            eprintln!("protocol server: connection ended with {e}");
+        }
+    }
+
+    async fn serve(&mut self) -> tether::Result<()> {
+        loop {
+            let deferred = if self.awaiting_pong.is_none() {
+                self.deferred.pop_front()
+            } else {
+                None
+            };
+            let msg = match deferred {
+                Some(m) => m,
+                None => match self.ws.recv().await {
+                    Some(m) => m?,
+                    None => return Ok(()),
+                },
+            };
+            match msg {
+                Message::Pong(p) if self.awaiting_pong.as_ref() == Some(&p) => {
+                    self.awaiting_pong = None;
+                    let answer = if p.is_empty() {
+                        "!pong".to_string()
+                    } else {
+                        format!("!pong {}", hex(&p))
+                    };
+                    self.ws.send(Message::text(answer)).await?;
+                }
+                // Pings are answered by tether itself.
+                Message::Ping(_) | Message::Pong(_) => {}
+                Message::Close(frame) => {
+                    let frame = frame.map(|f| (f.code.0, f.reason.to_string()));
+                    self.closes.lock().unwrap().push(frame);
+                }
+                data if self.awaiting_pong.is_some() => self.deferred.push_back(data),
+                Message::Text(t) if t.starts_with('!') => self.command(&t).await?,
+                data => self.ws.send(data).await?,
+            }
+        }
+    }
+
+    async fn command(&mut self, line: &str) -> tether::Result<()> {
+        let (name, rest) = line.split_once(' ').unwrap_or((line, ""));
+        let answer = match name {
+            "!close" => {
+                let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+                let code = code
+                    .bytes()
+                    .all(|c| c.is_ascii_digit())
+                    .then(|| code.parse::<u16>().ok())
+                    .flatten();
+                match code.map(CloseCode) {
+                    None => format!("!error bad close code in {line:?}"),
+                    Some(code) if !code.is_sendable() => {
+                        format!("!error close code {} may not be sent", code.0)
+                    }
+                    Some(_) if reason.len() > 123 => {
+                        "!error close reason over 123 bytes".to_string()
+                    }
+                    Some(code) => {
+                        // The peer's echo arrives as Message::Close, recorded in serve.
+                        return self
+                            .ws
+                            .send(Message::Close(Some(CloseFrame::new(code, reason))))
+                            .await;
+                    }
+                }
+            }
+            "!ping" => match unhex(rest) {
+                Some(p) if p.len() <= 125 => {
+                    let p = Bytes::from(p);
+                    self.awaiting_pong = Some(p.clone());
+                    return self.ws.ping(p).await;
+                }
+                Some(_) => "!error ping payload over 125 bytes".to_string(),
+                None => format!("!error bad ping payload {rest:?}"),
+            },
+            "!frag" => match parse_frag(rest) {
+                Ok((binary, size, parts)) => match fragment_size(size, parts) {
+                    Some(f) => return self.ws.send_fragmented(pattern(binary, size), f).await,
+                    None => format!("!error cannot send {size} bytes as exactly {parts} frames"),
+                },
+                Err(e) => e,
+            },
+            _ => format!("!error unknown command {name:?}"),
+        };
+        self.ws.send(Message::text(answer)).await
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
+}
+
+/// Parses `KIND SIZE PARTS` of `!frag`.
+fn parse_frag(rest: &str) -> Result<(bool, usize, usize), String> {
+    let usage = || format!("!error usage: !frag text|binary SIZE PARTS (got {rest:?})");
+    let args: Vec<&str> = rest.split(' ').collect();
+    let [kind, size, parts] = args[..] else {
+        return Err(usage());
+    };
+    let binary = match kind {
+        "text" => false,
+        "binary" => true,
+        _ => return Err(usage()),
+    };
+    let digits = |s: &str| {
+        if s.bytes().all(|c| c.is_ascii_digit()) {
+            s.parse::<usize>().ok()
+        } else {
+            None
+        }
+    };
+    match (digits(size), digits(parts)) {
+        (Some(size), Some(parts)) if parts >= 1 && size <= 64 << 20 => Ok((binary, size, parts)),
+        _ => Err(usage()),
+    }
+}
+
+/// The fragment size with which `send_fragmented` splits `size` bytes into
+/// exactly `parts` frames: `ceil(size / parts)`, if that gives `parts`
+/// frames (it does when `parts` divides `size`; for some pairs, such as 10
+/// bytes in 6 frames, no fragment size does).
+fn fragment_size(size: usize, parts: usize) -> Option<usize> {
+    if size == 0 {
+        // An empty message is one (empty) frame.
+        return (parts == 1).then_some(1);
+    }
+    let f = size.div_ceil(parts);
+    // send_fragmented sends one frame when size <= f, else ceil(size / f).
+    let frames = if size <= f { 1 } else { size.div_ceil(f) };
+    (frames == parts).then_some(f)
+}
+
+#[test]
+fn fragment_size_gives_exactly_parts_frames() {
+    assert_eq!(fragment_size(70000, 5), Some(14000));
+    assert_eq!(fragment_size(65536, 4), Some(16384));
+    assert_eq!(fragment_size(10, 4), Some(3)); // 3 + 3 + 3 + 1
+    assert_eq!(fragment_size(10, 6), None); // 2 gives 5 frames, 1 gives 10
+    assert_eq!(fragment_size(3, 5), None);
+    assert_eq!(fragment_size(0, 1), Some(1));
+    assert_eq!(fragment_size(1, 1), Some(1));
+    for size in 1..200 {
+        for parts in 1..=size {
+            if let Some(f) = fragment_size(size, parts) {
+                assert_eq!(size.div_ceil(f), parts, "{size} bytes in frames of {f}");
+            }
+        }
+    }
+}
+
+/// Runs a peer client script against a fresh tether protocol server and
+/// checks its report and the close codes the server saw.
+async fn peer_client_against_tether_server(peer: Peer, script: &str) {
+    peers();
+    let closes = Closes::default();
+    let server = protocol_server(closes.clone()).await;
+    let url = format!("ws://{}/", server.local_addr());
+
+    let (mut proc_, stdout) = PeerProcess::spawn(peer, script, &[&url]);
+    let stdout = collect(stdout);
+    let status: ExitStatus = match tokio::time::timeout(TEST_TIMEOUT, proc_.child.wait()).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => panic!("{script}: wait failed: {e}"),
+        Err(_) => panic!(
+            "{script} did not finish within {TEST_TIMEOUT:?}; stdout so far:\n{}",
+            text_of(&stdout)
+        ),
+    };
+    // Let the output collectors reach EOF.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let out = loop {
+        let out = text_of(&stdout);
+        if out.lines().any(|l| l.starts_with("# ")) || Instant::now() > deadline {
+            break out;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        status.success(),
+        "{script} against tether's server failed ({status}):\n{out}"
+    );
+    let echoes = ["text", "binary"]
+        .into_iter()
+        .flat_map(|k| SIZES.map(|n| format!("echo-{k}-{n}")));
+    let others = [
+        "echo-fragmented-text",
+        "echo-fragmented-binary",
+        "client-ping",
+        "server-ping",
+        "server-frag-text",
+        "server-frag-binary",
+        "client-close-4001",
+        "server-close-4002",
+        "client-close-1000",
+    ];
+    for name in echoes.chain(others.map(String::from)) {
+        let line = format!("ok {name}");
+        assert!(
+            out.lines().any(|l| l == line),
+            "{script}: no `{line}` line:\n{out}"
+        );
+    }
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("# ") && l.ends_with(" 0 failed")),
+        "{script}: no clean summary line:\n{out}"
+    );
+
+    // The server records the close frames it received once its handler sees
+    // them, which may be just after the client exits.
+    let wanted = [(4001, "bye"), (4002, "server-bye"), (1000, "")];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let seen = closes.lock().unwrap().clone();
+        let missing: Vec<_> = wanted
+            .iter()
+            .filter(|(c, r)| !seen.iter().flatten().any(|(sc, sr)| sc == c && sr == r))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{script}: tether's server did not receive close frames {missing:?}; it received {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_against_tether_server() {
+    peer_client_against_tether_server(Peer::Python, "py_client.py").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_client_against_tether_server() {
+    peer_client_against_tether_server(Peer::Node, "node_client.js").await;
+}
