@@ -238,6 +238,19 @@ impl ClientBuilder {
         self
     }
 
+    /// Keepalive ping interval (default 20 s; `None` disables keepalive).
+    pub fn ping_interval(mut self, t: Option<Duration>) -> Self {
+        self.config.ping_interval = t;
+        self
+    }
+
+    /// How long a keepalive ping may wait for its pong before the peer is
+    /// declared dead (default 20 s; `None`: never).
+    pub fn ping_timeout(mut self, t: Option<Duration>) -> Self {
+        self.config.ping_timeout = t;
+        self
+    }
+
     /// The largest message accepted (default 1 MiB; `None`: unlimited).
     pub fn max_message_size(mut self, n: Option<usize>) -> Self {
         self.config.max_message_size = n;

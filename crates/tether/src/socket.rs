@@ -19,6 +19,7 @@ use std::time::Duration;
 use tether_proto::handshake::Request;
 use tether_proto::{CloseCode, CloseFrame, Connection, Message, State};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
 use tokio::time::Sleep;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
@@ -36,6 +37,14 @@ pub struct Config {
     pub write_buffer_limit: usize,
     /// How long the closing handshake may take (default 10 s). `None`: wait forever.
     pub close_timeout: Option<Duration>,
+    /// How often to send a keepalive ping (default 20 s, as websockets).
+    /// `None` disables keepalive.
+    pub ping_interval: Option<Duration>,
+    /// How long to wait for the pong (default 20 s). Without it in time the
+    /// peer is declared dead: the connection fails with close code 1011 and
+    /// [`ErrorKind::KeepaliveTimeout`], without waiting for a closing
+    /// handshake. `None`: pings are sent but never time out.
+    pub ping_timeout: Option<Duration>,
 }
 
 impl Default for Config {
@@ -45,6 +54,8 @@ impl Default for Config {
             max_frame_size: None,
             write_buffer_limit: 64 * 1024,
             close_timeout: Some(Duration::from_secs(10)),
+            ping_interval: Some(Duration::from_secs(20)),
+            ping_timeout: Some(Duration::from_secs(20)),
         }
     }
 }
@@ -92,6 +103,65 @@ pub(crate) struct Core<S> {
     write_waiters: [Option<Waker>; 2],
     /// The error that ended the connection, replayed to later sends.
     ended: Option<(ErrorKind, String)>,
+    keepalive: Option<Keepalive>,
+    latency: Option<Duration>,
+    /// Bytes written to the transport since the connection opened.
+    written: u64,
+    opened_at: Instant,
+    ended_at: Option<Instant>,
+    /// The user asked to close (a close frame sent by `close` or `send`).
+    user_closed: bool,
+    report: Option<Arc<Mutex<EndInfo>>>,
+}
+
+/// Keepalive pings (websockets' `ping_interval` / `ping_timeout`).
+struct Keepalive {
+    next_ping: Pin<Box<Sleep>>,
+    /// The payload counter and send time of the ping awaiting its pong.
+    awaiting: Option<(u32, Instant)>,
+    deadline: Option<Pin<Box<Sleep>>>,
+    counter: u32,
+}
+
+/// How a connection ended, reported to the reconnect logic when the socket
+/// is dropped.
+#[derive(Debug, Clone)]
+pub(crate) struct EndInfo {
+    pub(crate) opened_at: Instant,
+    pub(crate) ended_at: Option<Instant>,
+    pub(crate) close_received: Option<Option<CloseFrame>>,
+    pub(crate) close_sent: Option<Option<CloseFrame>>,
+    pub(crate) user_closed: bool,
+    pub(crate) error: Option<(ErrorKind, String)>,
+    pub(crate) dropped: bool,
+}
+
+impl EndInfo {
+    pub(crate) fn new(opened_at: Instant) -> Self {
+        EndInfo {
+            opened_at,
+            ended_at: None,
+            close_received: None,
+            close_sent: None,
+            user_closed: false,
+            error: None,
+            dropped: false,
+        }
+    }
+}
+
+impl<S> Drop for Core<S> {
+    fn drop(&mut self) {
+        if let Some(r) = &self.report {
+            let mut r = r.lock().unwrap_or_else(|p| p.into_inner());
+            r.ended_at = Some(self.ended_at.unwrap_or_else(Instant::now));
+            r.close_received = self.conn.close_received().map(|f| f.cloned());
+            r.close_sent = self.conn.close_sent().map(|f| f.cloned());
+            r.user_closed = self.user_closed;
+            r.error = self.ended.clone();
+            r.dropped = true;
+        }
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
@@ -123,6 +193,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
                 }
                 Poll::Ready(Ok(k)) => {
                     self.conn.transmit().advance(k);
+                    self.written += k as u64;
                     self.wake_other(who);
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -146,6 +217,83 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
                     let _ = self
                         .conn
                         .close(CloseCode::GOING_AWAY, "server shutting down");
+                }
+            }
+        }
+    }
+
+    /// Sends keepalive pings and fails the connection when a pong is late.
+    /// Returns the error to report when the peer was declared dead.
+    fn poll_keepalive(&mut self, cx: &mut Context<'_>, who: Who) -> Option<Error> {
+        let interval = self.config.ping_interval?;
+        if self.conn.state() != State::Open || self.finish != Finish::No {
+            return None;
+        }
+        let ka = self.keepalive.get_or_insert_with(|| Keepalive {
+            next_ping: Box::pin(tokio::time::sleep(interval)),
+            awaiting: None,
+            deadline: None,
+            counter: 0,
+        });
+        if let Some(d) = &mut ka.deadline {
+            if d.as_mut().poll(cx).is_ready() {
+                let t = self.config.ping_timeout.unwrap_or_default();
+                tracing::warn!(timeout = ?t, "no pong to the keepalive ping: the peer is unresponsive");
+                self.conn
+                    .fail(CloseCode::INTERNAL_ERROR, "keepalive ping timeout");
+                // The peer is known to be dead: one attempt to send the close
+                // frame, then give up at once instead of waiting a close timeout.
+                let _ = self.poll_write_out(cx, who);
+                let _ = Pin::new(&mut self.io).poll_shutdown(cx);
+                self.finish = Finish::Done;
+                let e = Error::msg(
+                    ErrorKind::KeepaliveTimeout,
+                    format!(
+                        "keepalive ping timeout: no pong within {t:?}; the peer is unresponsive"
+                    ),
+                )
+                .with_close(
+                    Some(CloseFrame::new(
+                        CloseCode::INTERNAL_ERROR,
+                        "keepalive ping timeout",
+                    )),
+                    Initiator::Local,
+                );
+                return Some(self.end_error(e));
+            }
+        }
+        let mut sent = false;
+        while ka.next_ping.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            ka.next_ping.as_mut().reset(now + interval);
+            if ka.awaiting.is_none() {
+                ka.counter = ka.counter.wrapping_add(1);
+                let payload = Bytes::copy_from_slice(&ka.counter.to_be_bytes());
+                if self.conn.send(Message::Ping(payload)).is_ok() {
+                    ka.awaiting = Some((ka.counter, now));
+                    if let Some(t) = self.config.ping_timeout {
+                        let mut d = Box::pin(tokio::time::sleep(t));
+                        let _ = d.as_mut().poll(cx);
+                        ka.deadline = Some(d);
+                    }
+                    sent = true;
+                }
+            }
+        }
+        if sent {
+            let _ = self.poll_write_out(cx, who);
+        }
+        None
+    }
+
+    /// Notes a pong: when it answers the keepalive ping, measure the latency.
+    fn on_pong(&mut self, payload: &[u8]) {
+        if let Some(ka) = &mut self.keepalive {
+            if let Some((n, at)) = ka.awaiting {
+                if payload == n.to_be_bytes() {
+                    self.latency = Some(at.elapsed());
+                    ka.awaiting = None;
+                    ka.deadline = None;
                 }
             }
         }
@@ -214,6 +362,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
 
     fn end_error(&mut self, e: Error) -> Error {
         self.ended = Some((e.kind(), e.to_string()));
+        self.ended_at.get_or_insert_with(Instant::now);
         e
     }
 
@@ -238,10 +387,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
                     return Poll::Ready(None);
                 }
             }
+            if let Some(e) = self.poll_keepalive(cx, who) {
+                self.ended_at.get_or_insert_with(Instant::now);
+                return Poll::Ready(Some(Err(e)));
+            }
             match self.conn.next_event() {
                 Ok(Some(msg)) => {
-                    if msg.is_close() {
-                        self.start_close_timer();
+                    match &msg {
+                        Message::Close(_) => {
+                            self.start_close_timer();
+                            self.ended_at.get_or_insert_with(Instant::now);
+                        }
+                        Message::Pong(p) => self.on_pong(p),
+                        _ => {}
                     }
                     return Poll::Ready(Some(Ok(msg)));
                 }
@@ -319,6 +477,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
 
     fn poll_ready(&mut self, cx: &mut Context<'_>, who: Who) -> Poll<Result<()>> {
         self.poll_shutdown_signal(cx);
+        if let Some(e) = self.poll_keepalive(cx, who) {
+            return Poll::Ready(Err(e));
+        }
         if self.finish != Finish::No
             || self.conn.close_sent().is_some()
             || self.conn.error().is_some()
@@ -334,8 +495,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
     }
 
     fn start_send(&mut self, msg: Message) -> Result<()> {
-        if msg.is_close() {
+        if msg.is_close() && self.conn.close_sent().is_none() {
             self.start_close_timer();
+            self.user_closed = true;
         }
         self.conn.send(msg).map_err(|e| match e {
             tether_proto::Error::Closed => self.send_error(),
@@ -419,6 +581,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 split: false,
                 write_waiters: [None, None],
                 ended: None,
+                keepalive: None,
+                latency: None,
+                written: 0,
+                opened_at: Instant::now(),
+                ended_at: None,
+                user_closed: false,
+                report: None,
             },
             subprotocol: None,
             request: None,
@@ -470,6 +639,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// The transport.
     pub fn get_ref(&self) -> &S {
         &self.core.io
+    }
+
+    /// The round-trip time measured by the last keepalive ping, if any.
+    pub fn latency(&self) -> Option<Duration> {
+        self.core.latency
+    }
+
+    /// How long the connection has been open.
+    pub fn open_for(&self) -> Duration {
+        self.core.opened_at.elapsed()
+    }
+
+    /// Bytes written to the transport so far, and bytes queued after them.
+    pub(crate) fn write_progress(&self) -> (u64, u64) {
+        (
+            self.core.written,
+            self.core.written + self.core.conn.buffered_amount() as u64,
+        )
+    }
+
+    pub(crate) fn set_report(&mut self, r: Arc<Mutex<EndInfo>>) {
+        self.core.report = Some(r);
     }
 
     /// Outgoing bytes queued and not yet written to the transport.
