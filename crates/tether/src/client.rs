@@ -1,12 +1,14 @@
 //! Opening client connections: [`connect`] and [`ClientBuilder`].
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{BoxError, Error, ErrorKind, Result};
 use crate::socket::{Config, WebSocket};
 use crate::transport::Stream;
 use base64::Engine as _;
 use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use rand::{RngCore, SeedableRng};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tether_proto::handshake::{ClientHandshake, ClientRequest, Progress, Response, USER_AGENT};
@@ -122,6 +124,23 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// What a credentials provider is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CredentialsRequest {
+    /// The number of the attempt about to be made (from 1).
+    pub attempt: u32,
+    /// True when the previous attempt was refused with 401 or 403: the
+    /// provider should refresh its token rather than return a cached one.
+    pub refresh: bool,
+}
+
+type HeadersProvider = dyn Fn(
+        CredentialsRequest,
+    ) -> Pin<Box<dyn Future<Output = std::result::Result<HeaderMap, BoxError>> + Send>>
+    + Send
+    + Sync;
+
 /// Settings for opening a client connection.
 ///
 /// ```no_run
@@ -140,6 +159,7 @@ fn percent_decode(s: &str) -> String {
 #[must_use]
 pub struct ClientBuilder {
     url: String,
+    provider: Option<Arc<HeadersProvider>>,
     origin: Option<String>,
     subprotocols: Vec<String>,
     headers: HeaderMap,
@@ -170,6 +190,7 @@ impl ClientBuilder {
     pub fn new(url: impl Into<String>) -> Self {
         ClientBuilder {
             url: url.into(),
+            provider: None,
             origin: None,
             subprotocols: Vec::new(),
             headers: HeaderMap::new(),
@@ -200,6 +221,92 @@ impl ClientBuilder {
         })?;
         self.headers.append(n, v);
         Ok(self)
+    }
+
+    /// An async provider of request headers, called before each attempt, so
+    /// that a token can be refreshed between attempts. Its headers replace
+    /// the builder's headers of the same name. With a provider, a 401 or 403
+    /// in the reconnect loop triggers one refresh and one immediate retry.
+    ///
+    /// ```
+    /// use tether::{ClientBuilder, CredentialsRequest};
+    /// let builder = ClientBuilder::new("ws://127.0.0.1:9001/").headers_provider(|req: CredentialsRequest| async move {
+    ///     let token = if req.refresh { "fresh-token" } else { "cached-token" };
+    ///     let mut h = http::HeaderMap::new();
+    ///     h.insert("authorization", format!("Bearer {token}").parse()?);
+    ///     Ok(h)
+    /// });
+    /// ```
+    pub fn headers_provider<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(CredentialsRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<HeaderMap, BoxError>> + Send + 'static,
+    {
+        self.provider = Some(Arc::new(move |r| Box::pin(f(r))));
+        self
+    }
+
+    pub(crate) fn has_headers_provider(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub(crate) fn set_url(&mut self, url: String) {
+        self.url = url;
+    }
+
+    /// The headers for an attempt: the builder's, overlaid with the
+    /// provider's. `None` when there is no provider.
+    pub(crate) async fn provided_headers(
+        &self,
+        attempt: u32,
+        refresh: bool,
+    ) -> Result<Option<HeaderMap>> {
+        let Some(p) = &self.provider else {
+            return Ok(None);
+        };
+        let extra = p(CredentialsRequest { attempt, refresh })
+            .await
+            .map_err(|e| {
+                Error::new(ErrorKind::Credentials)
+                    .with_message(format!("credentials provider failed: {e}"))
+                    .with_source(e)
+            })?;
+        let mut headers = self.headers.clone();
+        let mut last = None;
+        for (name, value) in extra {
+            // `HeaderMap::into_iter` gives the name once per group.
+            if let Some(n) = name {
+                headers.remove(&n);
+                last = Some(n);
+            }
+            if let Some(n) = &last {
+                headers.append(n.clone(), value);
+            }
+        }
+        Ok(Some(headers))
+    }
+
+    /// Turns this configuration into a [`Connections`](crate::reconnect::Connections)
+    /// stream that reconnects as `policy` says: the Rust form of
+    /// websockets' `async for ws in connect(url)`.
+    pub fn reconnecting(
+        self,
+        policy: crate::reconnect::ReconnectPolicy,
+    ) -> crate::reconnect::Connections {
+        crate::reconnect::Connections::new(self, policy)
+    }
+
+    /// A persistent [`Session`](crate::reconnect::Session) builder: one
+    /// logical connection that reconnects by itself.
+    pub fn session(
+        self,
+        policy: crate::reconnect::ReconnectPolicy,
+    ) -> crate::reconnect::SessionBuilder {
+        crate::reconnect::SessionBuilder::new(self, policy)
     }
 
     /// Replaces all extra request headers.
@@ -299,35 +406,102 @@ impl ClientBuilder {
     /// # Cancel safety
     /// Cancelling drops the attempt.
     pub async fn connect_with_response(self) -> Result<(WebSocket, Response)> {
-        let target = parse_url(&self.url)?;
-        let url = self.url.clone();
-        let attempt = self.open(target);
+        let headers = self.provided_headers(1, false).await?;
+        let c = self.connect_full(headers).await?;
+        Ok((c.ws, c.response))
+    }
+
+    /// Connects, following redirects, within the open timeout. `headers`
+    /// replaces the builder's extra headers (a credentials provider's).
+    pub(crate) async fn connect_full(&self, headers: Option<HeaderMap>) -> Result<Connected> {
+        let headers = headers.unwrap_or_else(|| self.headers.clone());
+        let attempt = self.follow_redirects(headers);
         let result = match self.open_timeout {
             Some(t) => match tokio::time::timeout(t, attempt).await {
                 Ok(r) => r,
                 Err(_) => Err(Error::msg(
                     ErrorKind::Timeout,
-                    format!("timed out opening the connection after {:?}", t),
+                    format!("timed out opening the connection after {t:?}"),
                 )),
             },
             None => attempt.await,
         };
         result.map_err(|e| {
             if e.url().is_none() {
-                e.with_url(&url)
+                e.with_url(&self.url)
             } else {
                 e
             }
         })
     }
 
-    async fn open(&self, target: Target) -> Result<(WebSocket, Response)> {
-        let tcp = connect_tcp(&target.host, target.port).await?;
-        self.handshake(Stream::Tcp(tcp), &target).await
+    /// Follows 301, 302, 303, 307 and 308 with a Location, at most
+    /// [`MAX_REDIRECTS`] hops; never from `wss://` to `ws://`; drops
+    /// credentials when the origin changes (as websockets does).
+    async fn follow_redirects(&self, mut headers: HeaderMap) -> Result<Connected> {
+        let mut url = self.url.clone();
+        let mut permanent = true;
+        for hop in 0..=MAX_REDIRECTS {
+            let target = parse_url(&url)?;
+            let err = match self.open(&target, &headers).await {
+                Ok((ws, response)) => {
+                    let redirected = (hop > 0).then(|| Redirected {
+                        url: url.clone(),
+                        permanent,
+                    });
+                    return Ok(Connected {
+                        ws,
+                        response,
+                        redirected,
+                    });
+                }
+                Err(e) => e,
+            };
+            let status = err.status().unwrap_or(0);
+            let location = match (
+                status,
+                err.response().and_then(|r| r.header_str("location")),
+            ) {
+                (301 | 302 | 303 | 307 | 308, Some(l)) => l.to_string(),
+                _ => return Err(err.with_url(&url)),
+            };
+            if hop == MAX_REDIRECTS {
+                return Err(Error::msg(
+                    ErrorKind::Redirect,
+                    format!("too many redirects (more than {MAX_REDIRECTS})"),
+                )
+                .with_url(&url));
+            }
+            let next = redirect_target(&url, &location)
+                .map_err(|why| Error::msg(ErrorKind::Redirect, why).with_url(&url))?;
+            if same_origin(&url, &next) == Some(false) {
+                for h in [
+                    http::header::AUTHORIZATION,
+                    http::header::COOKIE,
+                    http::header::PROXY_AUTHORIZATION,
+                ] {
+                    headers.remove(h);
+                }
+            }
+            permanent &= matches!(status, 301 | 308);
+            tracing::info!(
+                status,
+                from = %tether_proto::redact::redact_url(&url),
+                to = %tether_proto::redact::redact_url(&next),
+                "following redirect"
+            );
+            url = next;
+        }
+        unreachable!("the loop returns")
     }
 
-    pub(crate) fn request(&self, target: &Target) -> ClientRequest {
-        let mut headers = self.headers.clone();
+    async fn open(&self, target: &Target, headers: &HeaderMap) -> Result<(WebSocket, Response)> {
+        let tcp = connect_tcp(&target.host, target.port).await?;
+        self.handshake(Stream::Tcp(tcp), target, headers).await
+    }
+
+    pub(crate) fn request(&self, target: &Target, headers: &HeaderMap) -> ClientRequest {
+        let mut headers = headers.clone();
         // Credentials in the URL become Basic auth, unless an explicit
         // Authorization header was given: never two Authorization headers.
         if let Some(auth) = &target.basic_auth {
@@ -347,7 +521,12 @@ impl ClientBuilder {
         }
     }
 
-    async fn handshake(&self, mut io: Stream, target: &Target) -> Result<(WebSocket, Response)> {
+    async fn handshake(
+        &self,
+        mut io: Stream,
+        target: &Target,
+        headers: &HeaderMap,
+    ) -> Result<(WebSocket, Response)> {
         let mut key = [0u8; 16];
         getrandom::getrandom(&mut key).map_err(|e| {
             Error::msg(
@@ -355,7 +534,7 @@ impl ClientBuilder {
                 format!("no randomness for the handshake key: {e}"),
             )
         })?;
-        let mut hs = ClientHandshake::new(&self.request(target), key);
+        let mut hs = ClientHandshake::new(&self.request(target, headers), key);
         io.write_all(hs.request()).await.map_err(|e| {
             Error::io(ErrorKind::Connect, e)
                 .with_message("connection lost while sending the upgrade request")
@@ -383,6 +562,57 @@ impl ClientBuilder {
         ws.set_subprotocol(accepted.subprotocol);
         Ok((ws, accepted.response))
     }
+}
+
+/// The most redirects followed in one attempt (as websockets).
+pub(crate) const MAX_REDIRECTS: usize = 10;
+
+/// A connection, and where redirects led it.
+pub(crate) struct Connected {
+    pub(crate) ws: WebSocket,
+    pub(crate) response: Response,
+    pub(crate) redirected: Option<Redirected>,
+}
+
+/// The URL a connection was redirected to.
+#[derive(Debug, Clone)]
+pub(crate) struct Redirected {
+    pub(crate) url: String,
+    /// True when every hop was permanent (301 or 308).
+    pub(crate) permanent: bool,
+}
+
+/// Resolves a Location against the current URL; maps http(s) to ws(s);
+/// refuses a downgrade from wss to ws.
+fn redirect_target(current: &str, location: &str) -> std::result::Result<String, String> {
+    let base = url::Url::parse(current).map_err(|e| e.to_string())?;
+    let mut next = base
+        .join(location)
+        .map_err(|e| format!("invalid redirect location: {e}"))?;
+    let scheme = match next.scheme() {
+        "ws" | "http" => "ws",
+        "wss" | "https" => "wss",
+        other => return Err(format!("redirect to unsupported scheme {other:?}")),
+    };
+    if base.scheme() == "wss" && scheme == "ws" {
+        return Err("refusing to follow a redirect from wss:// to ws://".into());
+    }
+    if next.scheme() != scheme {
+        // Url::set_scheme refuses some special-to-special changes; rebuild.
+        let s = next.as_str().replacen(next.scheme(), scheme, 1);
+        next = url::Url::parse(&s).map_err(|e| e.to_string())?;
+    }
+    Ok(next.to_string())
+}
+
+/// Whether two URLs share scheme, host and port.
+fn same_origin(a: &str, b: &str) -> Option<bool> {
+    let (a, b) = (url::Url::parse(a).ok()?, url::Url::parse(b).ok()?);
+    Some(
+        a.scheme() == b.scheme()
+            && a.host_str() == b.host_str()
+            && a.port_or_known_default() == b.port_or_known_default(),
+    )
 }
 
 /// Resolves `host` and tries every address in turn; sets TCP_NODELAY.
@@ -453,7 +683,7 @@ mod tests {
     fn url_credentials_become_one_basic_header() {
         let b = ClientBuilder::new("ws://al%40ice:p%3Ass@h/");
         let t = parse_url("ws://al%40ice:p%3Ass@h/").unwrap();
-        let req = b.request(&t);
+        let req = b.request(&t, &b.headers);
         let v = req
             .headers
             .get_all("authorization")
@@ -469,13 +699,34 @@ mod tests {
         let b = ClientBuilder::new("ws://u:p@h/")
             .header("Authorization", "Bearer t")
             .unwrap();
-        let req = b.request(&parse_url("ws://u:p@h/").unwrap());
+        let req = b.request(&parse_url("ws://u:p@h/").unwrap(), &b.headers);
         let v = req
             .headers
             .get_all("authorization")
             .iter()
             .collect::<Vec<_>>();
         assert_eq!(v, vec!["Bearer t"]);
+    }
+
+    #[test]
+    fn redirect_targets() {
+        assert_eq!(redirect_target("ws://a/x", "/y").unwrap(), "ws://a/y");
+        assert_eq!(
+            redirect_target("ws://a/x", "http://b:81/z").unwrap(),
+            "ws://b:81/z"
+        );
+        assert_eq!(
+            redirect_target("ws://a/x", "https://b/z").unwrap(),
+            "wss://b/z"
+        );
+        assert!(redirect_target("wss://a/x", "ws://a/y")
+            .unwrap_err()
+            .contains("wss:// to ws://"));
+        assert!(redirect_target("wss://a/x", "http://a/y").is_err());
+        assert!(redirect_target("ws://a/x", "ftp://a/y").is_err());
+        assert_eq!(same_origin("ws://a/x", "ws://a:80/y"), Some(true));
+        assert_eq!(same_origin("ws://a/x", "ws://a:81/y"), Some(false));
+        assert_eq!(same_origin("ws://a/x", "ws://b/y"), Some(false));
     }
 
     #[test]

@@ -45,6 +45,14 @@ pub enum ErrorKind {
     Io,
     /// Invalid configuration or argument.
     Config,
+    /// The credentials provider failed to produce headers.
+    Credentials,
+    /// The reconnect policy's cap on attempts or on time was reached;
+    /// [`Error::last_error`] is the last failure, [`Error::attempts`] the count.
+    Exhausted,
+    /// The reconnect hook stopped with an error of the user's
+    /// ([`std::error::Error::source`]).
+    Stopped,
 }
 
 impl fmt::Display for ErrorKind {
@@ -63,6 +71,9 @@ impl fmt::Display for ErrorKind {
             ErrorKind::KeepaliveTimeout => "keepalive timeout",
             ErrorKind::Io => "I/O error",
             ErrorKind::Config => "invalid configuration",
+            ErrorKind::Credentials => "credentials provider failed",
+            ErrorKind::Exhausted => "gave up reconnecting",
+            ErrorKind::Stopped => "stopped by the reconnect policy",
         })
     }
 }
@@ -86,6 +97,8 @@ struct Inner {
     response: Option<Response>,
     close: Option<(Option<CloseFrame>, Initiator)>,
     url: Option<String>,
+    attempts: Option<u32>,
+    last: Option<Error>,
 }
 
 impl Error {
@@ -97,6 +110,8 @@ impl Error {
             response: None,
             close: None,
             url: None,
+            attempts: None,
+            last: None,
         }))
     }
 
@@ -128,6 +143,51 @@ impl Error {
     pub(crate) fn with_url(mut self, url: &str) -> Self {
         self.0.url = Some(tether_proto::redact::redact_url(url));
         self
+    }
+
+    /// The error for a reconnect policy that gave up after `attempts`.
+    pub(crate) fn exhausted(last: Error, attempts: u32, why: &str) -> Self {
+        let mut e = Error::msg(
+            ErrorKind::Exhausted,
+            format!("gave up after {attempts} attempts ({why}); last error: {last}"),
+        );
+        e.0.response = last.0.response.clone();
+        e.0.close = last.0.close.clone();
+
+        e.0.attempts = Some(attempts);
+        e.0.last = Some(last);
+        e
+    }
+
+    pub(crate) fn with_attempts(mut self, n: u32) -> Self {
+        self.0.attempts = Some(n);
+        self
+    }
+
+    /// A copy that keeps the kind, message, response, close frame and URL
+    /// (the source is flattened into the message).
+    pub(crate) fn duplicate(&self) -> Error {
+        Error(Box::new(Inner {
+            kind: self.0.kind,
+            message: Some(self.to_string()),
+            source: None,
+            response: self.0.response.clone(),
+            close: self.0.close.clone(),
+            url: None,
+            attempts: self.0.attempts,
+            last: self.0.last.as_ref().map(|l| l.duplicate()),
+        }))
+    }
+
+    /// For [`ErrorKind::Exhausted`]: the last failure before giving up.
+    pub fn last_error(&self) -> Option<&Error> {
+        self.0.last.as_ref()
+    }
+
+    /// How many connection attempts the reconnect logic made before this
+    /// error ended it, when it did.
+    pub fn attempts(&self) -> Option<u32> {
+        self.0.attempts
     }
 
     pub(crate) fn io(kind: ErrorKind, e: std::io::Error) -> Self {
@@ -298,7 +358,10 @@ impl fmt::Debug for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0.source.as_deref().map(|e| e as _)
+        match (&self.0.last, &self.0.source) {
+            (Some(l), _) => Some(l as _),
+            (None, s) => s.as_deref().map(|e| e as _),
+        }
     }
 }
 

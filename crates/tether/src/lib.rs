@@ -37,11 +37,12 @@
 
 mod client;
 mod error;
+pub mod reconnect;
 mod server;
 mod socket;
 mod transport;
 
-pub use client::{connect, ClientBuilder};
+pub use client::{connect, ClientBuilder, CredentialsRequest};
 pub use error::{BoxError, Error, ErrorKind, Initiator, Result};
 pub use server::{accept, serve, Server, ServerBuilder};
 pub use socket::{Config, WebSocket, WsReader, WsWriter};

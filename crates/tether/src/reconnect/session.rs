@@ -1,0 +1,448 @@
+//! [`Session`]: one logical connection that reconnects by itself.
+
+use super::connections::ended_from;
+use super::policy::{Plan, Planner};
+use super::ReconnectPolicy;
+use crate::client::ClientBuilder;
+use crate::error::{Error, ErrorKind, Result};
+use crate::socket::{EndInfo, WebSocket};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tether_proto::{CloseCode, Message};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::time::Instant;
+
+type OnConnect =
+    dyn Fn(WebSocket) -> Pin<Box<dyn Future<Output = Result<WebSocket>> + Send>> + Send + Sync;
+
+/// What a [`Session`] is doing, for a user interface to watch.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum SessionState {
+    /// Attempt `attempt` is in progress.
+    Connecting {
+        /// The attempt number, from 1.
+        attempt: u32,
+    },
+    /// Connected.
+    Open {
+        /// The round trip measured by the last keepalive ping.
+        latency: Option<Duration>,
+    },
+    /// Waiting before the next attempt.
+    Waiting {
+        /// How long.
+        delay: Duration,
+        /// What failed, in words.
+        cause: String,
+    },
+    /// Stopped for good: the policy gave up, or the user closed the session.
+    Stopped {
+        /// Why; `None` when the user closed the session.
+        error: Option<Arc<Error>>,
+    },
+}
+
+/// Settings of a [`Session`]; made by [`ClientBuilder::session`].
+#[must_use]
+pub struct SessionBuilder {
+    builder: ClientBuilder,
+    policy: ReconnectPolicy,
+    queue: usize,
+    on_connect: Option<Arc<OnConnect>>,
+}
+
+impl std::fmt::Debug for SessionBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionBuilder")
+            .field("builder", &self.builder)
+            .field("policy", &self.policy)
+            .field("queue", &self.queue)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionBuilder {
+    pub(crate) fn new(builder: ClientBuilder, policy: ReconnectPolicy) -> Self {
+        SessionBuilder {
+            builder,
+            policy,
+            queue: 1024,
+            on_connect: None,
+        }
+    }
+
+    /// The number of messages `send` may queue while disconnected (and the
+    /// number of received messages buffered for `recv`); default 1024.
+    /// Past it, `send` waits.
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.queue = n.max(1);
+        self
+    }
+
+    /// Runs `f` on each new connection before any queued message is sent:
+    /// to authenticate or resubscribe. An error counts as a failed attempt.
+    pub fn on_connect<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(WebSocket) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<WebSocket>> + Send + 'static,
+    {
+        self.on_connect = Some(Arc::new(move |ws| Box::pin(f(ws))));
+        self
+    }
+
+    /// Starts the session on a background task (needs a tokio runtime).
+    pub fn start(self) -> Session {
+        let (out_tx, out_rx) = mpsc::channel(self.queue);
+        let (in_tx, in_rx) = mpsc::channel(self.queue);
+        let (state_tx, state_rx) = watch::channel(SessionState::Connecting { attempt: 1 });
+        let ctl = Arc::new(Control {
+            reconnect: Notify::new(),
+            close: Mutex::new(None),
+        });
+        let driver = Driver {
+            planner: Planner::new(self.policy, self.builder.has_headers_provider()),
+            builder: self.builder,
+            on_connect: self.on_connect,
+            out_rx,
+            in_tx,
+            state: state_tx,
+            ctl: ctl.clone(),
+            resend: VecDeque::new(),
+        };
+        let task = tokio::spawn(driver.run());
+        Session {
+            out_tx,
+            in_rx,
+            state: state_rx,
+            ctl,
+            task: Some(task),
+        }
+    }
+}
+
+struct Control {
+    reconnect: Notify,
+    close: Mutex<Option<(CloseCode, String, oneshot::Sender<()>)>>,
+}
+
+/// One logical connection that reconnects by itself with a
+/// [`ReconnectPolicy`].
+///
+/// - `send` works while disconnected: messages wait in a bounded queue and
+///   are delivered in order after reconnecting, after the `on_connect` hook.
+/// - **Delivery across reconnects**: a message handed to a connection that
+///   died before the message was completely written to the socket is sent
+///   again, first, on the next connection. A message fully written to the
+///   socket counts as sent: WebSocket has no acknowledgements, so what the
+///   network lost after that cannot be known here; use application-level
+///   acknowledgements when every message matters. Nothing is dropped
+///   silently: when the session stops, `send` fails and the messages still
+///   queued are returned by [`Session::undelivered`].
+/// - A close from the server reconnects or stops by the close-code table of
+///   [`crate::reconnect`]; [`Session::close`] never reconnects.
+///
+/// ```no_run
+/// # async fn run() -> tether::Result<()> {
+/// use tether::{ClientBuilder, Message, reconnect::ReconnectPolicy};
+/// let mut session = ClientBuilder::new("ws://127.0.0.1:9001/feed")
+///     .session(ReconnectPolicy::default())
+///     .on_connect(|mut ws| async move {
+///         ws.send(Message::text(r#"{"subscribe":"prices"}"#)).await?;
+///         Ok(ws)
+///     })
+///     .start();
+/// session.send(Message::text("hello")).await?; // queued if not connected yet
+/// while let Some(msg) = session.recv().await {
+///     println!("{msg:?}");
+/// }
+/// println!("stopped: {:?}", session.state());
+/// # Ok(()) }
+/// ```
+pub struct Session {
+    out_tx: mpsc::Sender<Message>,
+    in_rx: mpsc::Receiver<Message>,
+    state: watch::Receiver<SessionState>,
+    ctl: Arc<Control>,
+    task: Option<tokio::task::JoinHandle<VecDeque<Message>>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("state", &*self.state.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// Queues a text or binary message; it is sent now if connected, or
+    /// after reconnecting. Waits while the queue is full.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] for a control message (use [`Session::close`]);
+    /// the stop error (or [`ErrorKind::Closed`]) once the session stopped.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a cancelled call did not queue the message.
+    pub async fn send(&self, msg: Message) -> Result<()> {
+        if !msg.is_data() {
+            return Err(Error::msg(
+                ErrorKind::Config,
+                "a session sends only text and binary messages",
+            ));
+        }
+        self.out_tx
+            .send(msg)
+            .await
+            .map_err(|_| self.stopped_error())
+    }
+
+    fn stopped_error(&self) -> Error {
+        match &*self.state.borrow() {
+            SessionState::Stopped { error: Some(e) } => e.duplicate(),
+            _ => Error::msg(ErrorKind::Closed, "the session is closed"),
+        }
+    }
+
+    /// The next text or binary message received, from whichever connection;
+    /// `None` once the session has stopped.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe.
+    pub async fn recv(&mut self) -> Option<Message> {
+        self.in_rx.recv().await
+    }
+
+    /// The current state.
+    pub fn state(&self) -> SessionState {
+        self.state.borrow().clone()
+    }
+
+    /// A receiver that sees every state change.
+    pub fn watch(&self) -> watch::Receiver<SessionState> {
+        self.state.clone()
+    }
+
+    /// Cuts a wait between attempts short.
+    pub fn reconnect_now(&self) {
+        self.ctl.reconnect.notify_one();
+    }
+
+    /// Closes the session: sends what is queued, closes the connection with
+    /// `code` and `reason`, and never reconnects. Returns the messages that
+    /// could not be delivered (when it was not connected).
+    ///
+    /// # Cancel safety
+    /// Not cancel-safe: the close goes on without the caller.
+    pub async fn close(mut self, code: CloseCode, reason: &str) -> VecDeque<Message> {
+        let (tx, rx) = oneshot::channel();
+        *self.ctl.close.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((code, reason.to_string(), tx));
+        self.ctl.reconnect.notify_one();
+        let _ = rx.await;
+        self.undelivered().await
+    }
+
+    /// After the session stopped: the messages that were queued and never
+    /// sent, in order.
+    ///
+    /// # Cancel safety
+    /// Not cancel-safe: the result is lost if cancelled.
+    pub async fn undelivered(&mut self) -> VecDeque<Message> {
+        match self.task.take() {
+            Some(t) => t.await.unwrap_or_default(),
+            None => VecDeque::new(),
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(t) = &self.task {
+            t.abort();
+        }
+    }
+}
+
+struct Driver {
+    builder: ClientBuilder,
+    planner: Planner,
+    on_connect: Option<Arc<OnConnect>>,
+    out_rx: mpsc::Receiver<Message>,
+    in_tx: mpsc::Sender<Message>,
+    state: watch::Sender<SessionState>,
+    ctl: Arc<Control>,
+    /// Messages to send first on the next connection: they were not
+    /// completely written when the previous one died.
+    resend: VecDeque<Message>,
+}
+
+enum RunEnd {
+    /// The connection ended; judge it.
+    Ended,
+    /// The user closed the session.
+    UserClosed,
+}
+
+impl Driver {
+    fn close_requested(&self) -> Option<(CloseCode, String, oneshot::Sender<()>)> {
+        self.ctl
+            .close
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    async fn run(mut self) -> VecDeque<Message> {
+        loop {
+            if let Some((_, _, done)) = self.close_requested() {
+                let _ = self.state.send(SessionState::Stopped { error: None });
+                let _ = done.send(());
+                return self.leftovers();
+            }
+            let attempt = self.planner.start_attempt(&self.builder.url_redacted());
+            let _ = self.state.send(SessionState::Connecting { attempt });
+            let refresh = std::mem::take(&mut self.planner.refresh_next);
+            let plan = match self.connect(attempt, refresh).await {
+                Ok(ws) => {
+                    self.planner.connected();
+                    let slot = Arc::new(Mutex::new(EndInfo::new(Instant::now())));
+                    let mut ws = ws;
+                    ws.set_report(slot.clone());
+                    match self.serve(ws).await {
+                        RunEnd::UserClosed => return self.leftovers(),
+                        RunEnd::Ended => {}
+                    }
+                    let info = slot.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    self.planner.ended(ended_from(&info))
+                }
+                Err(e) => self.planner.attempt_failed(e),
+            };
+            match plan {
+                Plan::Wait(delay) => {
+                    let cause = self.last_reason();
+                    let _ = self.state.send(SessionState::Waiting { delay, cause });
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.ctl.reconnect.notified() => {}
+                    }
+                }
+                Plan::Stop(e) => {
+                    let _ = self.state.send(SessionState::Stopped {
+                        error: Some(Arc::new(e)),
+                    });
+                    return self.leftovers();
+                }
+            }
+        }
+    }
+
+    fn last_reason(&self) -> String {
+        self.planner.last_reason.clone().unwrap_or_default()
+    }
+
+    /// Everything never handed to a connection: the resend list, then the queue.
+    fn leftovers(&mut self) -> VecDeque<Message> {
+        self.out_rx.close();
+        let mut left = std::mem::take(&mut self.resend);
+        while let Ok(m) = self.out_rx.try_recv() {
+            left.push_back(m);
+        }
+        left
+    }
+
+    async fn connect(&self, attempt: u32, refresh: bool) -> Result<WebSocket> {
+        let headers = self.builder.provided_headers(attempt, refresh).await?;
+        let c = self.builder.connect_full(headers).await?;
+        match &self.on_connect {
+            Some(f) => f(c.ws).await,
+            None => Ok(c.ws),
+        }
+    }
+
+    /// Runs an open connection until it ends or the user closes the session.
+    async fn serve(&mut self, mut ws: WebSocket) -> RunEnd {
+        let _ = self.state.send(SessionState::Open { latency: None });
+        let mut latency = None;
+        // (end offset in the written byte stream, message) for messages
+        // handed to this socket and not yet known to be fully written.
+        let mut in_flight: VecDeque<(u64, Message)> = VecDeque::new();
+        let end = loop {
+            if ws.latency() != latency {
+                latency = ws.latency();
+                let _ = self.state.send(SessionState::Open { latency });
+            }
+            // Forget messages that are completely written.
+            let (written, _) = ws.write_progress();
+            while in_flight.front().is_some_and(|(end, _)| *end <= written) {
+                in_flight.pop_front();
+            }
+            let next_out = self.resend.pop_front();
+            let msg = match next_out {
+                Some(m) => Some(m),
+                None => {
+                    tokio::select! {
+                        biased;
+                        _ = self.ctl.reconnect.notified() => {
+                            if let Some((code, reason, done)) = self.close_requested() {
+                                let _ = ws.close(code, &reason).await;
+                                let _ = self.state.send(SessionState::Stopped { error: None });
+                                let _ = done.send(());
+                                return RunEnd::UserClosed;
+                            }
+                            continue;
+                        }
+                        r = ws.recv() => match r {
+                            Some(Ok(m)) if m.is_data() => {
+                                if self.in_tx.send(m).await.is_err() {
+                                    // The user dropped the receiving side; keep going.
+                                }
+                                continue;
+                            }
+                            Some(Ok(_)) => continue,
+                            Some(Err(_)) | None => break RunEnd::Ended,
+                        },
+                        m = self.out_rx.recv() => m,
+                    }
+                }
+            };
+            let Some(msg) = msg else {
+                // Every sender is gone: the Session was dropped.
+                let _ = ws.close(CloseCode::NORMAL, "").await;
+                return RunEnd::UserClosed;
+            };
+            match ws.send(msg.clone()).await {
+                Ok(()) => {
+                    let (_, queued_end) = ws.write_progress();
+                    in_flight.push_back((queued_end, msg));
+                }
+                Err(_) => {
+                    self.resend.push_front(msg);
+                    break RunEnd::Ended;
+                }
+            }
+        };
+        // Messages not completely written go first on the next connection.
+        let (written, _) = ws.write_progress();
+        let unsent: Vec<Message> = in_flight
+            .into_iter()
+            .filter(|(end, _)| *end > written)
+            .map(|(_, m)| m)
+            .collect();
+        if !unsent.is_empty() {
+            tracing::info!(
+                count = unsent.len(),
+                "messages not fully written will be sent again after reconnecting"
+            );
+        }
+        for m in unsent.into_iter().rev() {
+            self.resend.push_front(m);
+        }
+        drop(ws);
+        end
+    }
+}
