@@ -559,6 +559,26 @@ async fn pings(url: String) {
         "!pong (empty)",
     );
 
+    // The largest control payload, from the server.
+    let payload: Vec<u8> = (0..125u8).map(|i| i.wrapping_mul(37)).collect();
+    let hexed: String = payload.iter().map(|b| format!("{b:02x}")).collect();
+    send(
+        &mut ws,
+        Message::text(format!("!ping {hexed}")),
+        "!ping (125)",
+    )
+    .await;
+    assert_same(
+        &next(&mut ws, "125-byte ping").await,
+        &Message::Ping(payload.into()),
+        "125-byte ping",
+    );
+    assert_same(
+        &next(&mut ws, "!pong (125)").await,
+        &Message::text(format!("!pong {hexed}")),
+        "!pong (125)",
+    );
+
     let msg = Message::text("still open");
     send(&mut ws, msg.clone(), "echo after pings").await;
     assert_same(
@@ -645,6 +665,108 @@ async fn close_codes(url: String) {
         ErrorKind::Closed,
         "{what}: send after close: {err}"
     );
+
+    // A close frame without a status code is echoed without one (1005).
+    let mut ws = client(&url).await;
+    let what = "client close without a code";
+    send(&mut ws, Message::Close(None), what).await;
+    match next(&mut ws, what).await {
+        Message::Close(None) => {}
+        other => panic!("{what}: expected Close(None), got {other:?}"),
+    }
+    expect_end(&mut ws, what).await;
+
+    // The longest reason (123 bytes), multibyte, from the server.
+    let mut ws = client(&url).await;
+    let reason = "€".repeat(41);
+    let what = "server close with a 123-byte reason";
+    send(
+        &mut ws,
+        Message::text(format!("!close 3000 {reason}")),
+        what,
+    )
+    .await;
+    let close = next(&mut ws, what).await;
+    assert_close(&close, 3000, Some(&reason), what);
+    expect_end(&mut ws, what).await;
+}
+
+/// Many messages sent before reading any, with a `!ping` near the end, come
+/// back in order (the peer holds later messages until its pong arrives).
+///
+/// At most 3 messages follow the `!ping`: Python `websockets` stops reading
+/// the socket while more than `max_queue / 4` (= 4) received frames wait
+/// unread, so with more queued behind the `!ping` its handler, blocked
+/// waiting for the pong, never reads the pong (its own client deadlocks the
+/// same way).
+async fn pipelined(url: String) {
+    let mut ws = client(&url).await;
+    let mut expected = Vec::new();
+    for i in 0..100usize {
+        let msg = if i % 3 == 0 {
+            Message::binary(vec![i as u8; i * 13])
+        } else {
+            Message::text(format!("msg {i} {}", "é".repeat(i * 5)))
+        };
+        send(&mut ws, msg.clone(), "pipelined send").await;
+        expected.push(msg);
+        if i == 96 {
+            send(&mut ws, Message::text("!ping 3132"), "pipelined !ping").await;
+            expected.push(Message::Ping(Bytes::from_static(b"12")));
+            expected.push(Message::text("!pong 3132"));
+        }
+    }
+    for (i, want) in expected.iter().enumerate() {
+        let what = format!("pipelined message {i}");
+        assert_same(&next(&mut ws, &what).await, want, &what);
+    }
+    ws.close(CloseCode::NORMAL, "").await.expect("close");
+}
+
+/// Split halves: a writer task streams 1 MiB messages while the reader
+/// takes their echoes concurrently (neither side could finish alone), pings
+/// are answered while split, and the writer's close ends the reader.
+async fn split_halves(url: String) {
+    let (mut reader, mut writer) = client(&url).await.split();
+    let msgs: Vec<Message> = (0..8).map(|i| pattern(i % 2 == 1, (1 << 20) + i)).collect();
+    let to_send = msgs.clone();
+    let sender = tokio::spawn(async move {
+        for m in to_send {
+            writer.send(m).await.expect("split send");
+        }
+        writer
+            .send(Message::text("!ping 0a0b"))
+            .await
+            .expect("split send !ping");
+        writer
+            .send(Message::text("last"))
+            .await
+            .expect("split send last");
+        writer
+    });
+    let mut expected = msgs;
+    expected.push(Message::Ping(Bytes::from_static(&[0x0a, 0x0b])));
+    expected.push(Message::text("!pong 0a0b"));
+    expected.push(Message::text("last"));
+    for (i, want) in expected.iter().enumerate() {
+        let what = format!("split: message {i}");
+        let got = match tokio::time::timeout(RECV_TIMEOUT, reader.recv()).await {
+            Ok(Some(Ok(m))) => m,
+            other => panic!("{what}: expected {}, got {other:?}", kind(want)),
+        };
+        assert_same(&got, want, &what);
+    }
+    let mut writer = sender.await.expect("writer task");
+    writer.close(4003, "split").await.expect("split close");
+    let what = "split: close echo";
+    match tokio::time::timeout(RECV_TIMEOUT, reader.recv()).await {
+        Ok(Some(Ok(m))) => assert_close(&m, 4003, None, what),
+        other => panic!("{what}: expected Close(4003), got {other:?}"),
+    }
+    match tokio::time::timeout(RECV_TIMEOUT, reader.recv()).await {
+        Ok(None) => {}
+        other => panic!("split: expected the end of the stream, got {other:?}"),
+    }
 }
 
 /// Malformed commands get `!error ...` and the connection stays open.
@@ -678,17 +800,17 @@ async fn malformed_commands(url: String) {
 /// One test per (server, check): `python_server_echo_sizes`, ...
 macro_rules! against_servers {
     ($($check:ident => $py:ident, $node:ident, $tether:ident;)*) => {$(
-        #[tokio::test]
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $py() {
             with_peer_server(Peer::Python, $check).await;
         }
 
-        #[tokio::test]
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $node() {
             with_peer_server(Peer::Node, $check).await;
         }
 
-        #[tokio::test]
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $tether() {
             with_peer_server(Peer::Tether, $check).await;
         }
@@ -704,6 +826,8 @@ against_servers! {
     close_codes => python_server_close_codes, node_server_close_codes, tether_server_close_codes;
     malformed_commands => python_server_malformed_commands, node_server_malformed_commands,
         tether_server_malformed_commands;
+    pipelined => python_server_pipelined, node_server_pipelined, tether_server_pipelined;
+    split_halves => python_server_split, node_server_split, tether_server_split;
 }
 
 // ---------------------------------------------------------------------------

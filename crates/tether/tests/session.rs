@@ -1,0 +1,239 @@
+//! The persistent session: queueing while disconnected, on_connect before
+//! queued messages, reconnecting after a restart, stopping on fatal close
+//! codes, user close, reconnect_now, and resending what was not written.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tether::reconnect::{Backoff, ReconnectPolicy, SessionState};
+use tether::{ClientBuilder, CloseCode, ErrorKind, Message, ServerBuilder, WebSocket};
+use tokio::time::timeout;
+
+const T: Duration = Duration::from_secs(10);
+
+fn fast_policy() -> ReconnectPolicy {
+    ReconnectPolicy::default()
+        .backoff(Backoff {
+            initial_max: Duration::from_millis(50),
+            min: Duration::from_millis(20),
+            factor: 2.0,
+            max: Duration::from_millis(200),
+            jitter: 0.5,
+        })
+        .seed(1)
+}
+
+type Log = Arc<Mutex<Vec<(usize, String)>>>;
+
+/// A server that logs (connection number, text) for every text message;
+/// `behave` decides what each connection does after logging.
+async fn logging_server<F>(addr: &str, behave: F) -> (tether::Server, Log)
+where
+    F: Fn(usize, &str) -> Option<CloseCode> + Send + Sync + 'static,
+{
+    let log: Log = Arc::default();
+    let conns = Arc::new(Mutex::new(0usize));
+    let behave = Arc::new(behave);
+    let l2 = log.clone();
+    let server = ServerBuilder::new()
+        .serve(addr.to_string(), move |mut ws: WebSocket| {
+            let log = l2.clone();
+            let conns = conns.clone();
+            let behave = behave.clone();
+            async move {
+                let n = {
+                    let mut c = conns.lock().unwrap();
+                    *c += 1;
+                    *c
+                };
+                while let Some(Ok(m)) = ws.recv().await {
+                    if let Message::Text(t) = m {
+                        log.lock().unwrap().push((n, t.to_string()));
+                        if let Some(code) = behave(n, &t) {
+                            let _ = ws.close(code, "scripted").await;
+                            return;
+                        }
+                        let _ = ws.send(Message::text(format!("echo {t}"))).await;
+                    }
+                }
+            }
+        })
+        .await
+        .unwrap();
+    (server, log)
+}
+
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+async fn wait_for<F: Fn() -> bool>(f: F) {
+    let deadline = tokio::time::Instant::now() + T;
+    while !f() {
+        assert!(tokio::time::Instant::now() < deadline, "condition not met in time");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn messages_sent_while_disconnected_arrive_in_order_after_on_connect() {
+    let addr = free_addr();
+    let session = ClientBuilder::new(format!("ws://{addr}/"))
+        .session(fast_policy())
+        .on_connect(|mut ws| async move {
+            ws.send(Message::text("hello from on_connect")).await?;
+            Ok(ws)
+        })
+        .start();
+    for i in 0..5 {
+        session.send(Message::text(format!("queued {i}"))).await.unwrap();
+    }
+    // Nobody listens yet: the session is connecting or waiting.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!matches!(session.state(), SessionState::Open { .. }));
+    let (server, log) = logging_server(&addr, |_, _| None).await;
+    wait_for(|| log.lock().unwrap().len() == 6).await;
+    let texts: Vec<String> = log.lock().unwrap().iter().map(|(_, t)| t.clone()).collect();
+    let mut expected = vec!["hello from on_connect".to_string()];
+    expected.extend((0..5).map(|i| format!("queued {i}")));
+    assert_eq!(texts, expected);
+    assert!(matches!(session.state(), SessionState::Open { .. }));
+    drop(session);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn server_restart_1012_reconnects_and_delivery_goes_on() {
+    let addr = free_addr();
+    // The first connection is "restarted" after its first message.
+    let (server, log) =
+        logging_server(&addr, |conn, _| (conn == 1).then_some(CloseCode::SERVICE_RESTART)).await;
+    let mut session = ClientBuilder::new(format!("ws://{addr}/")).session(fast_policy()).start();
+    session.send(Message::text("one")).await.unwrap();
+    wait_for(|| log.lock().unwrap().len() == 1).await;
+    // Sent around the restart: delivered on the second connection.
+    session.send(Message::text("two")).await.unwrap();
+    let echo = timeout(T, session.recv()).await.unwrap().unwrap();
+    assert_eq!(echo, Message::text("echo two"));
+    let entries = log.lock().unwrap().clone();
+    assert_eq!(entries, vec![(1, "one".to_string()), (2, "two".to_string())]);
+    drop(session);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn fatal_close_code_1008_stops_the_session_with_a_clear_error() {
+    let addr = free_addr();
+    let (server, _log) = logging_server(&addr, |_, _| Some(CloseCode::POLICY_VIOLATION)).await;
+    let mut session = ClientBuilder::new(format!("ws://{addr}/")).session(fast_policy()).start();
+    session.send(Message::text("bad")).await.unwrap();
+    assert!(timeout(T, session.recv()).await.unwrap().is_none(), "the session ends");
+    match session.state() {
+        SessionState::Stopped { error: Some(e) } => {
+            assert_eq!(e.kind(), ErrorKind::Closed);
+            assert_eq!(e.close_code(), Some(CloseCode::POLICY_VIOLATION));
+            assert!(e.to_string().contains("1008"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let err = session.send(Message::text("after")).await.unwrap_err();
+    assert_eq!(err.close_code(), Some(CloseCode::POLICY_VIOLATION), "{err}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn user_close_never_reconnects() {
+    let addr = free_addr();
+    let (server, log) = logging_server(&addr, |_, _| None).await;
+    let session = ClientBuilder::new(format!("ws://{addr}/")).session(fast_policy()).start();
+    session.send(Message::text("hi")).await.unwrap();
+    wait_for(|| log.lock().unwrap().len() == 1).await;
+    let left = timeout(T, session.close(CloseCode::NORMAL, "bye")).await.unwrap();
+    assert!(left.is_empty());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(log.lock().unwrap().iter().all(|(conn, _)| *conn == 1));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn reconnect_now_cuts_a_long_wait_short() {
+    let addr = free_addr();
+    let policy = ReconnectPolicy::default()
+        .backoff(Backoff { initial_max: Duration::from_secs(60), min: Duration::from_secs(60), ..Backoff::default() })
+        .seed(3);
+    let session = ClientBuilder::new(format!("ws://{addr}/")).session(policy).start();
+    let mut watch = session.watch();
+    // Refused, then a long wait.
+    timeout(T, watch.wait_for(|s| matches!(s, SessionState::Waiting { .. }))).await.unwrap().unwrap();
+    if let SessionState::Waiting { delay, cause } = session.state() {
+        assert!(!cause.is_empty());
+        assert!(delay > Duration::from_millis(100) || delay <= Duration::from_secs(60));
+    }
+    let (server, log) = logging_server(&addr, |_, _| None).await;
+    session.reconnect_now();
+    timeout(Duration::from_secs(5), watch.wait_for(|s| matches!(s, SessionState::Open { .. })))
+        .await
+        .expect("connected soon after reconnect_now")
+        .unwrap();
+    session.send(Message::text("back")).await.unwrap();
+    wait_for(|| log.lock().unwrap().len() == 1).await;
+    drop(session);
+    server.shutdown().await;
+}
+
+/// The first connection's server stops reading, then drops TCP: messages
+/// stuck in tether's write buffer are sent again on the next connection,
+/// so the second connection sees a gap-free run up to the last message.
+#[tokio::test]
+async fn messages_not_fully_written_are_sent_again_after_reconnecting() {
+    let addr = free_addr();
+    let got: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let conns = Arc::new(Mutex::new(0));
+    let g2 = got.clone();
+    let server = ServerBuilder::new()
+        .max_message_size(None)
+        .serve(addr.clone(), move |mut ws: WebSocket| {
+            let got = g2.clone();
+            let conns = conns.clone();
+            async move {
+                let n = {
+                    let mut c = conns.lock().unwrap();
+                    *c += 1;
+                    *c
+                };
+                if n == 1 {
+                    // Never read; drop the connection after a while.
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    drop(ws);
+                    return;
+                }
+                while let Some(Ok(m)) = ws.recv().await {
+                    if let Message::Binary(b) = m {
+                        got.lock().unwrap().push(u32::from_be_bytes(b[..4].try_into().unwrap()));
+                    }
+                }
+            }
+        })
+        .await
+        .unwrap();
+    let n = 64u32;
+    let session = ClientBuilder::new(format!("ws://{addr}/"))
+        .write_buffer_limit(64 * 1024)
+        .session(fast_policy())
+        .queue_capacity(256)
+        .start();
+    for i in 0..n {
+        let mut payload = vec![0u8; 512 * 1024];
+        payload[..4].copy_from_slice(&i.to_be_bytes());
+        session.send(Message::binary(payload)).await.unwrap();
+    }
+    wait_for(|| got.lock().unwrap().last() == Some(&(n - 1))).await;
+    let second = got.lock().unwrap().clone();
+    assert!(!second.is_empty());
+    let first = second[0];
+    let expected: Vec<u32> = (first..n).collect();
+    assert_eq!(second, expected, "a gap-free run up to the last message");
+    assert!(first > 0, "the first connection took some messages");
+    drop(session);
+    server.shutdown().await;
+}
