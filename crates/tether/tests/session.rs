@@ -237,3 +237,29 @@ async fn messages_not_fully_written_are_sent_again_after_reconnecting() {
     drop(session);
     server.shutdown().await;
 }
+
+/// `Connections::next` in a `select!` that keeps cancelling it: the wait and
+/// the attempt in progress carry on, and the connection still arrives.
+#[tokio::test]
+async fn connections_next_is_cancel_safe() {
+    use futures_util::StreamExt;
+    let addr = free_addr();
+    let mut conns = ClientBuilder::new(format!("ws://{addr}/")).reconnecting(fast_policy());
+    let server_addr = addr.clone();
+    let starter = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        logging_server(&server_addr, |_, _| None).await
+    });
+    let mut cancelled = 0;
+    let ws = loop {
+        tokio::select! {
+            c = conns.next() => break c.unwrap().unwrap(),
+            _ = tokio::time::sleep(Duration::from_millis(7)) => cancelled += 1,
+        }
+    };
+    assert!(cancelled > 10, "next() was cancelled many times ({cancelled})");
+    assert!(conns.attempts() >= 2, "it kept retrying across cancellations");
+    drop(ws);
+    let (server, _) = starter.await.unwrap();
+    server.shutdown().await;
+}
