@@ -42,7 +42,7 @@ struct Cli {
 enum Command {
     /// Connect to a WebSocket server: send lines typed (or piped) as text
     /// messages, print messages received.
-    Connect(connect::ConnectArgs),
+    Connect(Box<connect::ConnectArgs>),
     /// Run a WebSocket server.
     Serve(serve::ServeArgs),
     /// A scripted story of a connection that survives refusals, 503s,
@@ -123,8 +123,22 @@ fn init_tracing(verbose: u8) {
         .init();
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tether: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let code = rt.block_on(run());
+    // A read of standard input may still be blocked in a runtime thread;
+    // don't wait for it.
+    rt.shutdown_background();
+    code
+}
+
+async fn run() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -138,7 +152,7 @@ async fn main() -> ExitCode {
     };
     init_tracing(cli.verbose);
     match cli.command {
-        Command::Connect(args) => connect::run(args).await,
+        Command::Connect(args) => connect::run(*args).await,
         Command::Serve(args) => serve::run(args).await,
         Command::Demo(args) => demo::run(args).await,
     }

@@ -441,6 +441,7 @@ impl ClientBuilder {
     async fn follow_redirects(&self, mut headers: HeaderMap) -> Result<Connected> {
         let mut url = self.url.clone();
         let mut permanent = true;
+        let mut cross_origin = false;
         for hop in 0..=MAX_REDIRECTS {
             let target = parse_url(&url)?;
             let err = match self.open(&target, &headers).await {
@@ -448,6 +449,7 @@ impl ClientBuilder {
                     let redirected = (hop > 0).then(|| Redirected {
                         url: url.clone(),
                         permanent,
+                        cross_origin,
                     });
                     return Ok(Connected {
                         ws,
@@ -475,6 +477,7 @@ impl ClientBuilder {
             let next = redirect_target(&url, &location)
                 .map_err(|why| Error::msg(ErrorKind::Redirect, why).with_url(&url))?;
             if same_origin(&url, &next) == Some(false) {
+                cross_origin = true;
                 for h in [
                     http::header::AUTHORIZATION,
                     http::header::COOKIE,
@@ -580,6 +583,8 @@ pub(crate) struct Redirected {
     pub(crate) url: String,
     /// True when every hop was permanent (301 or 308).
     pub(crate) permanent: bool,
+    /// True when a hop changed the origin (credentials were dropped on it).
+    pub(crate) cross_origin: bool,
 }
 
 /// Resolves a Location against the current URL; maps http(s) to ws(s);

@@ -70,7 +70,10 @@ fn free_addr() -> String {
 async fn wait_for<F: Fn() -> bool>(f: F) {
     let deadline = tokio::time::Instant::now() + T;
     while !f() {
-        assert!(tokio::time::Instant::now() < deadline, "condition not met in time");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met in time"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -86,7 +89,10 @@ async fn messages_sent_while_disconnected_arrive_in_order_after_on_connect() {
         })
         .start();
     for i in 0..5 {
-        session.send(Message::text(format!("queued {i}"))).await.unwrap();
+        session
+            .send(Message::text(format!("queued {i}")))
+            .await
+            .unwrap();
     }
     // Nobody listens yet: the session is connecting or waiting.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -106,9 +112,13 @@ async fn messages_sent_while_disconnected_arrive_in_order_after_on_connect() {
 async fn server_restart_1012_reconnects_and_delivery_goes_on() {
     let addr = free_addr();
     // The first connection is "restarted" after its first message.
-    let (server, log) =
-        logging_server(&addr, |conn, _| (conn == 1).then_some(CloseCode::SERVICE_RESTART)).await;
-    let mut session = ClientBuilder::new(format!("ws://{addr}/")).session(fast_policy()).start();
+    let (server, log) = logging_server(&addr, |conn, _| {
+        (conn == 1).then_some(CloseCode::SERVICE_RESTART)
+    })
+    .await;
+    let mut session = ClientBuilder::new(format!("ws://{addr}/"))
+        .session(fast_policy())
+        .start();
     session.send(Message::text("one")).await.unwrap();
     wait_for(|| log.lock().unwrap().len() == 1).await;
     // Sent around the restart: delivered on the second connection.
@@ -116,7 +126,10 @@ async fn server_restart_1012_reconnects_and_delivery_goes_on() {
     let echo = timeout(T, session.recv()).await.unwrap().unwrap();
     assert_eq!(echo, Message::text("echo two"));
     let entries = log.lock().unwrap().clone();
-    assert_eq!(entries, vec![(1, "one".to_string()), (2, "two".to_string())]);
+    assert_eq!(
+        entries,
+        vec![(1, "one".to_string()), (2, "two".to_string())]
+    );
     drop(session);
     server.shutdown().await;
 }
@@ -125,9 +138,14 @@ async fn server_restart_1012_reconnects_and_delivery_goes_on() {
 async fn fatal_close_code_1008_stops_the_session_with_a_clear_error() {
     let addr = free_addr();
     let (server, _log) = logging_server(&addr, |_, _| Some(CloseCode::POLICY_VIOLATION)).await;
-    let mut session = ClientBuilder::new(format!("ws://{addr}/")).session(fast_policy()).start();
+    let mut session = ClientBuilder::new(format!("ws://{addr}/"))
+        .session(fast_policy())
+        .start();
     session.send(Message::text("bad")).await.unwrap();
-    assert!(timeout(T, session.recv()).await.unwrap().is_none(), "the session ends");
+    assert!(
+        timeout(T, session.recv()).await.unwrap().is_none(),
+        "the session ends"
+    );
     match session.state() {
         SessionState::Stopped { error: Some(e) } => {
             assert_eq!(e.kind(), ErrorKind::Closed);
@@ -145,10 +163,14 @@ async fn fatal_close_code_1008_stops_the_session_with_a_clear_error() {
 async fn user_close_never_reconnects() {
     let addr = free_addr();
     let (server, log) = logging_server(&addr, |_, _| None).await;
-    let session = ClientBuilder::new(format!("ws://{addr}/")).session(fast_policy()).start();
+    let session = ClientBuilder::new(format!("ws://{addr}/"))
+        .session(fast_policy())
+        .start();
     session.send(Message::text("hi")).await.unwrap();
     wait_for(|| log.lock().unwrap().len() == 1).await;
-    let left = timeout(T, session.close(CloseCode::NORMAL, "bye")).await.unwrap();
+    let left = timeout(T, session.close(CloseCode::NORMAL, "bye"))
+        .await
+        .unwrap();
     assert!(left.is_empty());
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(log.lock().unwrap().iter().all(|(conn, _)| *conn == 1));
@@ -159,22 +181,37 @@ async fn user_close_never_reconnects() {
 async fn reconnect_now_cuts_a_long_wait_short() {
     let addr = free_addr();
     let policy = ReconnectPolicy::default()
-        .backoff(Backoff { initial_max: Duration::from_secs(60), min: Duration::from_secs(60), ..Backoff::default() })
+        .backoff(Backoff {
+            initial_max: Duration::from_secs(60),
+            min: Duration::from_secs(60),
+            ..Backoff::default()
+        })
         .seed(3);
-    let session = ClientBuilder::new(format!("ws://{addr}/")).session(policy).start();
+    let session = ClientBuilder::new(format!("ws://{addr}/"))
+        .session(policy)
+        .start();
     let mut watch = session.watch();
     // Refused, then a long wait.
-    timeout(T, watch.wait_for(|s| matches!(s, SessionState::Waiting { .. }))).await.unwrap().unwrap();
+    timeout(
+        T,
+        watch.wait_for(|s| matches!(s, SessionState::Waiting { .. })),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     if let SessionState::Waiting { delay, cause } = session.state() {
         assert!(!cause.is_empty());
         assert!(delay > Duration::from_millis(100) || delay <= Duration::from_secs(60));
     }
     let (server, log) = logging_server(&addr, |_, _| None).await;
     session.reconnect_now();
-    timeout(Duration::from_secs(5), watch.wait_for(|s| matches!(s, SessionState::Open { .. })))
-        .await
-        .expect("connected soon after reconnect_now")
-        .unwrap();
+    timeout(
+        Duration::from_secs(5),
+        watch.wait_for(|s| matches!(s, SessionState::Open { .. })),
+    )
+    .await
+    .expect("connected soon after reconnect_now")
+    .unwrap();
     session.send(Message::text("back")).await.unwrap();
     wait_for(|| log.lock().unwrap().len() == 1).await;
     drop(session);
@@ -209,7 +246,9 @@ async fn messages_not_fully_written_are_sent_again_after_reconnecting() {
                 }
                 while let Some(Ok(m)) = ws.recv().await {
                     if let Message::Binary(b) = m {
-                        got.lock().unwrap().push(u32::from_be_bytes(b[..4].try_into().unwrap()));
+                        got.lock()
+                            .unwrap()
+                            .push(u32::from_be_bytes(b[..4].try_into().unwrap()));
                     }
                 }
             }
@@ -257,8 +296,14 @@ async fn connections_next_is_cancel_safe() {
             _ = tokio::time::sleep(Duration::from_millis(7)) => cancelled += 1,
         }
     };
-    assert!(cancelled > 10, "next() was cancelled many times ({cancelled})");
-    assert!(conns.attempts() >= 2, "it kept retrying across cancellations");
+    assert!(
+        cancelled > 10,
+        "next() was cancelled many times ({cancelled})"
+    );
+    assert!(
+        conns.attempts() >= 2,
+        "it kept retrying across cancellations"
+    );
     drop(ws);
     let (server, _) = starter.await.unwrap();
     server.shutdown().await;

@@ -155,8 +155,12 @@ impl Stream for Connections {
                         this.planner.connected();
                         if let Some(r) = c.redirected {
                             // After 301/308 the new URL is kept; after a
-                            // temporary redirect, reconnects start over.
-                            if r.permanent {
+                            // temporary redirect, reconnects start over. A
+                            // permanent redirect to another origin is not
+                            // kept either: the builder's credentials would go
+                            // straight to the new origin, so reconnects go
+                            // back through the hop, which drops them.
+                            if r.permanent && !r.cross_origin {
                                 this.builder.set_url(r.url);
                             }
                         }

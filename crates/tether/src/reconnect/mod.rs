@@ -39,7 +39,7 @@
 //! | HTTP 408, 429 | retry, honouring `Retry-After` |
 //! | HTTP 401, 403 | fatal at once, with the status and an excerpt of the body (with a credentials provider: one refresh and one immediate retry first) |
 //! | other HTTP statuses (other 4xx, 1xx, 2xx, unfollowable 3xx) | fatal |
-//! | 301, 302, 303, 307, 308 with a Location | followed inside the attempt (at most 10 hops, never `wss` to `ws`, credentials dropped across origins); later reconnects keep the new URL only after 301 and 308 |
+//! | 301, 302, 303, 307, 308 with a Location | followed inside the attempt (at most 10 hops, never `wss` to `ws`, credentials dropped across origins); later reconnects keep the new URL only after 301 and 308 within the same origin (a cross-origin one is followed again each time, so credentials never go straight to the new origin) |
 //! | invalid URL or unsupported scheme | fatal, before any attempt |
 //! | TLS certificate or host name failure | fatal |
 //! | invalid handshake response (bad accept key, missing Upgrade, unoffered subprotocol or extension, malformed HTTP) | fatal |
@@ -189,6 +189,7 @@ impl Ended {
         };
         let what = match &self.close {
             Some(f) => format!("{by} closed the connection with {f}"),
+            None if self.user_closed => "the connection was dropped by the application".to_string(),
             None => "the connection dropped without a close frame (1006)".to_string(),
         };
         Error::msg(ErrorKind::Closed, format!("{what}; not reconnecting")).with_close(

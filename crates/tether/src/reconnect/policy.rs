@@ -255,8 +255,12 @@ pub(crate) struct Planner {
     rng: rand::rngs::StdRng,
     /// Attempts made so far.
     pub(crate) attempts: u32,
-    /// Consecutive failures since the backoff last reset.
+    /// Consecutive failures since the backoff last reset: the position in
+    /// the backoff schedule. Connections that ended quickly count too.
     failures: u32,
+    /// Failed attempts since the last successful connection, for
+    /// `max_attempts`.
+    failed_attempts: u32,
     run_started: Option<Instant>,
     has_provider: bool,
     /// The last attempt was refused (401/403) and was already retried with
@@ -279,6 +283,7 @@ impl Planner {
             rng,
             attempts: 0,
             failures: 0,
+            failed_attempts: 0,
             run_started: None,
             has_provider,
             refreshed: false,
@@ -299,6 +304,9 @@ impl Planner {
 
     pub(crate) fn connected(&mut self) {
         self.refreshed = false;
+        // The caps count failed attempts and time since the last success.
+        self.failed_attempts = 0;
+        self.run_started = None;
         self.policy.emit(&Event::Connected {
             attempt: self.attempts,
         });
@@ -315,6 +323,7 @@ impl Planner {
     /// A connection attempt failed with `err`.
     pub(crate) fn attempt_failed(&mut self, err: Error) -> Plan {
         self.failures += 1;
+        self.failed_attempts += 1;
         self.run_started.get_or_insert_with(Instant::now);
         let refused = err.is_auth_refused();
         // With a credentials provider, a 401/403 gets one refresh and one
@@ -402,7 +411,7 @@ impl Planner {
             }
         };
         if let Some(max) = self.policy.max_attempts {
-            if self.failures >= max {
+            if self.failed_attempts >= max {
                 let why = format!("max_attempts {max} reached");
                 return self.stop(Error::exhausted(err, self.attempts, &why), true);
             }

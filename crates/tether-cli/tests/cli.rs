@@ -1,0 +1,436 @@
+//! End-to-end tests of the `tether` binary: piped input and output,
+//! `--events json` against a scripted fault server for each classification
+//! row, exit statuses, redaction, and the demo.
+
+use serde_json::Value;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tether");
+
+/// What the fault server does with one connection.
+#[derive(Clone, Debug)]
+enum Step {
+    Status(u16, &'static str, &'static str),
+    /// Accept the upgrade, send a text message, then close with this code.
+    AcceptClose(u16),
+    /// Read the request and never answer.
+    Hang,
+}
+
+/// Plays `steps` (the last one repeats) and records the raw requests.
+async fn fault_server(steps: Vec<Step>) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let requests: Arc<Mutex<Vec<String>>> = Arc::default();
+    let reqs = requests.clone();
+    tokio::spawn(async move {
+        let mut i = 0;
+        loop {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let step = steps[i.min(steps.len() - 1)].clone();
+            i += 1;
+            let reqs = reqs.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut n = 0;
+                while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf[n..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => n += k,
+                    }
+                }
+                let req = String::from_utf8_lossy(&buf[..n]).into_owned();
+                reqs.lock().unwrap().push(req.clone());
+                match step {
+                    Step::Status(code, extra, body) => {
+                        let resp = format!(
+                            "HTTP/1.1 {code} Scripted\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = tcp.write_all(resp.as_bytes()).await;
+                    }
+                    Step::Hang => tokio::time::sleep(Duration::from_secs(30)).await,
+                    Step::AcceptClose(_) => {
+                        let key = req
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("sec-websocket-key")
+                                    .then(|| v.trim().to_string())
+                            })
+                            .unwrap();
+                        let accept = tether::tether_proto::handshake::accept_key(&key);
+                        let resp = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n");
+                        tcp.write_all(resp.as_bytes()).await.unwrap();
+                        let ws = tether::WebSocket::from_raw(
+                            tcp,
+                            tether::Role::Server,
+                            tether::Config::default(),
+                        );
+                        serve_ws(ws, step).await;
+                    }
+                }
+            });
+        }
+    });
+    (url, requests)
+}
+
+async fn serve_ws(mut ws: tether::WebSocket<tokio::net::TcpStream>, step: Step) {
+    if let Step::AcceptClose(code) = step {
+        let _ = ws.send(tether::Message::text("welcome")).await;
+        let _ = ws.close(code, "scripted").await;
+    }
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn events(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+            .collect()
+    }
+
+    fn of(&self, name: &str) -> Vec<Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["event"] == name)
+            .collect()
+    }
+}
+
+/// Runs `tether args...` with `input` on standard input; if `keep_open`,
+/// standard input stays open until the process exits.
+async fn tether(args: &[&str], input: &str, keep_open: bool) -> Run {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    // Dropping standard input sends EOF; otherwise it stays open until the
+    // process exits.
+    let _keep = if keep_open {
+        Some(stdin)
+    } else {
+        drop(stdin);
+        None
+    };
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("tether finished in time")
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+const FAST: &[&str] = &[
+    "--reconnect",
+    "--backoff-initial",
+    "0.05",
+    "--backoff-min",
+    "0.05",
+    "--backoff-max",
+    "0.2",
+];
+
+fn cat(parts: &[&[&str]]) -> Vec<String> {
+    parts
+        .iter()
+        .flat_map(|p| p.iter())
+        .map(|s| s.to_string())
+        .collect()
+}
+
+async fn tether_owned(args: Vec<String>, input: &str, keep_open: bool) -> Run {
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    tether(&refs, input, keep_open).await
+}
+
+#[tokio::test]
+async fn piped_lines_become_messages_and_answers_are_printed() {
+    let mut server = Command::new(BIN)
+        .args(["serve", "--echo", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let first = lines.next_line().await.unwrap().unwrap();
+    let url = first.strip_prefix("listening on ").unwrap().to_string();
+    let run = tether(&["connect", &url], "hello\nwörld\n", false).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("< hello\n"), "{}", run.stdout);
+    assert!(run.stdout.contains("< wörld\n"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("> hello\n"),
+        "outgoing lines are marked: {}",
+        run.stdout
+    );
+    let json = tether(&["connect", "--events", "json", &url], "ping me\n", false).await;
+    assert_eq!(json.code, 0);
+    let msgs = json.of("message");
+    assert_eq!(msgs[0]["kind"], "text");
+    assert_eq!(msgs[0]["data"], "ping me");
+    assert!(msgs[0]["t"].as_f64().is_some());
+    assert_eq!(json.of("closed")[0]["code"], 1000);
+}
+
+#[tokio::test]
+async fn row_refused_retries_then_exhausts_with_status_4() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/", l.local_addr().unwrap());
+    drop(l);
+    let run = tether_owned(
+        cat(&[
+            &["connect", "--events", "json"],
+            FAST,
+            &["--max-attempts", "3", &url],
+        ]),
+        "",
+        false,
+    )
+    .await;
+    assert_eq!(run.code, 4, "{}", run.stdout);
+    assert_eq!(run.of("connecting").len(), 3);
+    assert_eq!(run.of("retry").len(), 2);
+    let fatal = &run.of("fatal")[0];
+    assert_eq!(fatal["exhausted"], true);
+    assert!(fatal["reason"]
+        .as_str()
+        .unwrap()
+        .contains("gave up after 3 attempts"));
+}
+
+#[tokio::test]
+async fn row_503_with_retry_after_is_honoured_then_connects() {
+    let (url, _) = fault_server(vec![
+        Step::Status(503, "Retry-After: 1\r\n", "busy"),
+        Step::AcceptClose(1000),
+        Step::Status(403, "", "done"),
+    ])
+    .await;
+    let run = tether_owned(
+        cat(&[
+            &["connect", "--events", "json"],
+            FAST,
+            &["--max-attempts", "2", &url],
+        ]),
+        "",
+        true,
+    )
+    .await;
+    let retry = &run.of("retry")[0];
+    assert_eq!(retry["status"], 503);
+    assert_eq!(retry["delay_s"], 1.0);
+    assert_eq!(retry["source"], "Retry-After");
+    let connected = &run.of("connected")[0];
+    assert_eq!(connected["attempt"], 2);
+    assert!(connected["t"].as_f64().unwrap() >= 1.0);
+    assert_eq!(run.of("message")[0]["data"], "welcome");
+}
+
+#[tokio::test]
+async fn row_401_is_fatal_at_once_with_status_3_and_redacted_credentials() {
+    let (url, requests) = fault_server(vec![Step::Status(
+        401,
+        "WWW-Authenticate: Bearer\r\n",
+        "token expired",
+    )])
+    .await;
+    let url = url.replace("ws://", "ws://alice:hunter2@");
+    for format in ["json", "human"] {
+        let run = tether_owned(
+            cat(&[
+                &["connect", "-vv", "--events", format],
+                FAST,
+                &[
+                    "-H",
+                    "Authorization: Bearer hunter3",
+                    "-H",
+                    "Cookie: sid=hunter4",
+                    &url,
+                ],
+            ]),
+            "",
+            true,
+        )
+        .await;
+        assert_eq!(run.code, 3, "{format}: {}{}", run.stdout, run.stderr);
+        let all = format!("{}{}", run.stdout, run.stderr);
+        for secret in ["hunter2", "hunter3", "hunter4"] {
+            assert!(!all.contains(secret), "{secret} leaked ({format}):\n{all}");
+        }
+        assert!(all.contains("refused the credentials"), "{all}");
+        assert!(
+            all.contains("Authorization: <redacted>"),
+            "names the header sent: {all}"
+        );
+        assert!(
+            all.contains("token expired"),
+            "shows the body excerpt: {all}"
+        );
+        if format == "json" {
+            assert_eq!(run.of("connecting").len(), 1, "no retry");
+            assert_eq!(run.of("fatal")[0]["status"], 401);
+        }
+    }
+    // The explicit header won over the URL's credentials: one Authorization.
+    let req = requests.lock().unwrap()[0].to_ascii_lowercase();
+    assert_eq!(req.matches("authorization:").count(), 1);
+}
+
+#[tokio::test]
+async fn row_other_4xx_is_fatal_and_fatal_status_overrides() {
+    let (url, _) = fault_server(vec![Step::Status(404, "", "no such feed")]).await;
+    let run = tether_owned(
+        cat(&[&["connect", "--events", "json"], FAST, &[&url]]),
+        "",
+        true,
+    )
+    .await;
+    assert_eq!(run.code, 3);
+    assert_eq!(run.of("fatal")[0]["status"], 404);
+    // --fatal-status makes a retryable status fatal; --retry-status the reverse.
+    let (url, _) = fault_server(vec![Step::Status(503, "", "down")]).await;
+    let run = tether_owned(
+        cat(&[
+            &["connect", "--events", "json"],
+            FAST,
+            &["--fatal-status", "503", &url],
+        ]),
+        "",
+        true,
+    )
+    .await;
+    assert_eq!((run.code, run.of("connecting").len()), (3, 1));
+    let (url, _) = fault_server(vec![
+        Step::Status(404, "", "not yet"),
+        Step::AcceptClose(1000),
+        Step::Status(403, "", "done"),
+    ])
+    .await;
+    let run = tether_owned(
+        cat(&[
+            &["connect", "--events", "json"],
+            FAST,
+            &["--retry-status", "404", "--max-attempts", "3", &url],
+        ]),
+        "",
+        true,
+    )
+    .await;
+    assert_eq!(run.of("connected").len(), 1, "{}", run.stdout);
+}
+
+#[tokio::test]
+async fn row_open_timeout_is_retried() {
+    let (url, _) = fault_server(vec![
+        Step::Hang,
+        Step::AcceptClose(1000),
+        Step::Status(403, "", "done"),
+    ])
+    .await;
+    let run = tether_owned(
+        cat(&[
+            &["connect", "--events", "json", "--open-timeout", "0.3"],
+            FAST,
+            &["--max-attempts", "3", &url],
+        ]),
+        "",
+        true,
+    )
+    .await;
+    let retry = &run.of("retry")[0];
+    assert!(
+        retry["reason"].as_str().unwrap().contains("timed out"),
+        "{retry}"
+    );
+    assert_eq!(run.of("connected").len(), 1);
+}
+
+#[tokio::test]
+async fn close_1012_reconnects_and_1008_stops() {
+    let (url, _) = fault_server(vec![Step::AcceptClose(1012), Step::AcceptClose(1008)]).await;
+    let run = tether_owned(
+        cat(&[&["connect", "--events", "json"], FAST, &[&url]]),
+        "",
+        true,
+    )
+    .await;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let closed = run.of("closed");
+    assert_eq!(closed[0]["code"], 1012);
+    assert_eq!(closed[1]["code"], 1008);
+    assert_eq!(run.of("connected").len(), 2);
+    assert!(run.of("fatal")[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("1008"));
+}
+
+#[tokio::test]
+async fn usage_errors_exit_2() {
+    let run = tether(&["connect"], "", false).await;
+    assert_eq!(run.code, 2);
+    let run = tether(&["connect", "http://example.com/"], "", false).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let run = tether(
+        &["connect", "-H", "no colon", "ws://127.0.0.1:1/"],
+        "",
+        false,
+    )
+    .await;
+    assert_eq!(run.code, 2);
+    let run = tether(
+        &["connect", "--max-attempts", "3", "ws://127.0.0.1:1/"],
+        "",
+        false,
+    )
+    .await;
+    assert_eq!(run.code, 2, "--max-attempts needs --reconnect");
+}
+
+#[tokio::test]
+async fn the_demo_tells_the_whole_story_and_passes() {
+    let run = tether(&["demo"], "", false).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    for step in [
+        "Step 1",
+        "Step 2",
+        "Step 3",
+        "Step 4",
+        "Step 5",
+        "Step 6",
+        "Every step behaved as expected",
+    ] {
+        assert!(
+            run.stdout.contains(step),
+            "missing {step:?}:\n{}",
+            run.stdout
+        );
+    }
+    assert!(!run.stdout.contains("FAILED"));
+    assert!(
+        !run.stdout.contains("token-1") && !run.stdout.contains("token-2"),
+        "tokens are never shown"
+    );
+}
