@@ -31,7 +31,8 @@ async fn main() -> tether::Result<()> {
     let started = Instant::now();
     let n = 10_000;
     for i in 0..n {
-        ws.send(Message::binary(format!("{i:08}").into_bytes())).await?;
+        ws.send(Message::binary(format!("{i:08}").into_bytes()))
+            .await?;
     }
     for i in 0..n {
         let m = ws.recv().await.expect("an echo")?;

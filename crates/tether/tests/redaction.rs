@@ -34,7 +34,9 @@ async fn refusing_server() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
             let (mut tcp, _) = listener.accept().await.unwrap();
             let mut buf = vec![0u8; 8192];
             let n = tcp.read(&mut buf).await.unwrap();
-            r2.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            r2.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
             let body = "token rejected";
             let resp = format!(
                 "HTTP/1.1 401 Unauthorized\r\nSet-Cookie: sid=hunter6\r\nWWW-Authenticate: Bearer\r\nContent-Length: {}\r\n\r\n{body}",
@@ -70,17 +72,35 @@ async fn no_credentials_in_logs_errors_or_debug_at_trace_level() {
     assert_eq!(err.status(), Some(401));
     let shown = format!("{err}\n{err:?}\n{builder_debug}\n{:?}", err.response());
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("connecting"), "the attempt was logged: {logs}");
+    assert!(
+        logs.contains("connecting"),
+        "the attempt was logged: {logs}"
+    );
     assert!(logs.contains("401"), "the refusal was logged: {logs}");
-    for secret in ["hunter2", "hunter3", "hunter5", "hunter6", "YWxpY2U6aHVudGVyMg"] {
-        assert!(!logs.contains(secret), "{secret} leaked into the logs:\n{logs}");
-        assert!(!shown.contains(secret), "{secret} leaked into an error or Debug:\n{shown}");
+    for secret in [
+        "hunter2",
+        "hunter3",
+        "hunter5",
+        "hunter6",
+        "YWxpY2U6aHVudGVyMg",
+    ] {
+        assert!(
+            !logs.contains(secret),
+            "{secret} leaked into the logs:\n{logs}"
+        );
+        assert!(
+            !shown.contains(secret),
+            "{secret} leaked into an error or Debug:\n{shown}"
+        );
     }
     assert!(shown.contains("refused the credentials"), "{shown}");
     // The request really carried the credentials, once.
     let req = requests.lock().unwrap()[0].to_ascii_lowercase();
     assert_eq!(req.matches("authorization:").count(), 1, "{req}");
-    assert!(req.contains("authorization: basic ywxpy2u6ahvudgvymg=="), "{req}");
+    assert!(
+        req.contains("authorization: basic ywxpy2u6ahvudgvymg=="),
+        "{req}"
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
