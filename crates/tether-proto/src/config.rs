@@ -19,6 +19,10 @@ pub struct Config {
     /// Whether a received ping is answered with a pong automatically (default
     /// true). RFC 6455 §5.5.2 requires an answer.
     pub auto_pong: bool,
+    /// permessage-deflate settings: what the handshake offers or accepts,
+    /// and the level and threshold used once agreed. `None` disables
+    /// compression.
+    pub compression: Option<crate::deflate::DeflateConfig>,
 }
 
 impl Default for Config {
@@ -28,6 +32,7 @@ impl Default for Config {
             max_frame_size: 1 << 20,
             max_send_frame_size: usize::MAX,
             auto_pong: true,
+            compression: Some(crate::deflate::DeflateConfig::default()),
         }
     }
 }

@@ -14,6 +14,7 @@
 
 use crate::close::{CloseCode, CloseFrame, MAX_REASON_LEN};
 use crate::config::Config;
+use crate::deflate::{DeflateParams, Deflater, Inflater};
 use crate::error::{Error, ProtocolError};
 use crate::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use crate::mask::apply_mask;
@@ -60,8 +61,11 @@ impl<F: FnMut() -> [u8; 4] + Send + Sync> MaskSource for F {
 /// Extensions negotiated during the handshake, as far as framing cares.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Negotiated {
-    /// RSV bits the peer may set (RSV1 for permessage-deflate).
+    /// RSV bits the peer may set for an extension the core does not know
+    /// (permessage-deflate's RSV1 is handled through `deflate`).
     pub rsv_allowed: [bool; 3],
+    /// permessage-deflate, when agreed (RFC 7692).
+    pub deflate: Option<DeflateParams>,
 }
 
 /// The frame whose header has been read and whose payload is arriving.
@@ -72,9 +76,11 @@ struct CurrentFrame {
     /// Payload bytes at the start of `read_buf` already unmasked and
     /// validated.
     processed: usize,
-    /// True when the payload belongs to a text message (its UTF-8 is checked
-    /// as it arrives).
+    /// True when the payload belongs to an uncompressed text message (its
+    /// UTF-8 is checked as it arrives).
     text: bool,
+    /// True when the payload is compressed (permessage-deflate).
+    compressed: bool,
 }
 
 /// A fragmented message being assembled.
@@ -82,6 +88,8 @@ struct CurrentFrame {
 struct Fragmented {
     text: bool,
     buf: BytesMut,
+    /// For a compressed message: the bytes inflated so far.
+    compressed: Option<Vec<u8>>,
 }
 
 /// A WebSocket connection after the opening handshake, without I/O.
@@ -101,6 +109,8 @@ pub struct Connection {
     close_received: Option<Option<CloseFrame>>,
     error: Option<Error>,
     eof: bool,
+    deflater: Option<Box<Deflater>>,
+    inflater: Option<Box<Inflater>>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -143,12 +153,39 @@ impl Connection {
             close_received: None,
             error: None,
             eof: false,
+            deflater: None,
+            inflater: None,
         }
     }
 
-    /// Records the extensions negotiated in the handshake.
+    /// Records the extensions negotiated in the handshake; call it before
+    /// the first byte is received. With permessage-deflate, sets up the
+    /// compressor and decompressor for this end's role.
     pub fn set_negotiated(&mut self, negotiated: Negotiated) {
         self.negotiated = negotiated;
+        if let Some(p) = negotiated.deflate {
+            let cfg = self.config.compression.unwrap_or_default();
+            let (bits, reset_ours, reset_peer) = match self.role {
+                Role::Client => (
+                    p.client_max_window_bits,
+                    p.client_no_context_takeover,
+                    p.server_no_context_takeover,
+                ),
+                Role::Server => (
+                    p.server_max_window_bits,
+                    p.server_no_context_takeover,
+                    p.client_no_context_takeover,
+                ),
+            };
+            let bits = bits.filter(|b| *b >= 9).unwrap_or(15);
+            self.deflater = Some(Box::new(Deflater::new(cfg.level, bits, reset_ours)));
+            self.inflater = Some(Box::new(Inflater::new(reset_peer)));
+        }
+    }
+
+    /// The permessage-deflate parameters in use, if any.
+    pub fn deflate(&self) -> Option<DeflateParams> {
+        self.negotiated.deflate.filter(|_| self.deflater.is_some())
     }
 
     /// This connection's role.
@@ -252,6 +289,7 @@ impl Connection {
                             }
                             _ => false,
                         };
+                        let compressed = self.is_compressed(&header);
                         if header.opcode == OpCode::Text {
                             self.utf8 = Utf8Validator::new();
                         }
@@ -259,7 +297,9 @@ impl Connection {
                             header,
                             len: header.len as usize,
                             processed: 0,
-                            text,
+                            // Compressed text is validated after inflating.
+                            text: text && !compressed,
+                            compressed,
                         });
                     }
                     Ok(None) => return self.need_more(),
@@ -309,9 +349,14 @@ impl Connection {
             (Role::Client, true) => return Err(ProtocolError::MaskedFrame),
             _ => {}
         }
-        // §5.2: RSV bits MUST be 0 unless an extension defines them.
+        // §5.2: RSV bits MUST be 0 unless an extension defines them. RFC 7692
+        // §6.1: with permessage-deflate, RSV1 marks the first frame of a
+        // compressed message, and only that frame.
+        let deflate_rsv1 =
+            self.inflater.is_some() && matches!(h.opcode, OpCode::Text | OpCode::Binary);
         for i in 0..3 {
-            if h.rsv[i] && !self.negotiated.rsv_allowed[i] {
+            let allowed = self.negotiated.rsv_allowed[i] || (i == 0 && deflate_rsv1);
+            if h.rsv[i] && !allowed {
                 return Err(ProtocolError::ReservedBits);
             }
         }
@@ -332,7 +377,9 @@ impl Connection {
                 limit: self.config.max_frame_size,
             });
         }
-        if !h.opcode.is_control() {
+        // A compressed message is limited by its inflated size, checked while
+        // inflating; its frames are limited by max_frame_size above.
+        if !h.opcode.is_control() && !self.is_compressed(h) {
             let so_far = self.fragmented.as_ref().map_or(0, |f| f.buf.len()) as u64;
             let total = so_far.saturating_add(h.len);
             if total > self.config.max_message_size as u64 {
@@ -345,12 +392,76 @@ impl Connection {
         Ok(())
     }
 
+    /// Whether a data frame carries compressed data: the first frame of a
+    /// message with RSV1, or a continuation of such a message.
+    fn is_compressed(&self, h: &FrameHeader) -> bool {
+        if self.inflater.is_none() {
+            return false;
+        }
+        match h.opcode {
+            OpCode::Text | OpCode::Binary => h.rsv[0],
+            OpCode::Continuation => self
+                .fragmented
+                .as_ref()
+                .is_some_and(|f| f.compressed.is_some()),
+            _ => false,
+        }
+    }
+
+    /// Inflates a compressed frame into its message (RFC 7692 §6.2).
+    fn complete_compressed(
+        &mut self,
+        h: FrameHeader,
+        payload: &[u8],
+    ) -> Result<Option<Message>, Error> {
+        let (text, mut buf) = match h.opcode {
+            OpCode::Continuation => {
+                let f = self.fragmented.as_mut().expect("checked in check_header");
+                (f.text, f.compressed.take().unwrap_or_default())
+            }
+            op => (op == OpCode::Text, Vec::new()),
+        };
+        let before = buf.len();
+        let limit = self.config.max_message_size;
+        let inflater = self
+            .inflater
+            .as_mut()
+            .expect("compressed implies an inflater");
+        if let Err(e) = inflater.inflate(payload, h.fin, &mut buf, limit) {
+            return Err(self.fail_with(e));
+        }
+        if text && self.utf8.feed(&buf[before..]).is_err() {
+            return Err(self.fail_with(ProtocolError::InvalidUtf8));
+        }
+        if !h.fin {
+            self.fragmented = Some(Fragmented {
+                text,
+                buf: BytesMut::new(),
+                compressed: Some(buf),
+            });
+            return Ok(None);
+        }
+        self.fragmented = None;
+        let bytes = Bytes::from(buf);
+        if text {
+            if self.utf8.finish().is_err() {
+                return Err(self.fail_with(ProtocolError::InvalidUtf8));
+            }
+            Ok(Some(Message::Text(Utf8Bytes::from_validated(bytes))))
+        } else {
+            Ok(Some(Message::Binary(bytes)))
+        }
+    }
+
     fn complete_frame(
         &mut self,
         cur: CurrentFrame,
         payload: BytesMut,
     ) -> Result<Option<Message>, Error> {
         let h = cur.header;
+        if cur.compressed {
+            return self.complete_compressed(h, &payload);
+        }
         match h.opcode {
             OpCode::Text | OpCode::Binary if h.fin => {
                 let bytes = payload.freeze();
@@ -367,6 +478,7 @@ impl Connection {
                 self.fragmented = Some(Fragmented {
                     text: cur.text,
                     buf: payload,
+                    compressed: None,
                 });
                 Ok(None)
             }
@@ -537,24 +649,38 @@ impl Connection {
     }
 
     fn write_data(&mut self, opcode: OpCode, data: &Bytes, fragment_size: usize) {
+        // RFC 7692 §7.2.1: compress the whole message, then frame it; RSV1 on
+        // the first frame only. Small messages go out as they are.
+        let threshold = self.config.compression.map_or(0, |c| c.threshold);
+        let (data, mut rsv1) = match &mut self.deflater {
+            Some(d) if data.len() >= threshold => (Bytes::from(d.compress(data)), true),
+            _ => (data.clone(), false),
+        };
         if data.len() <= fragment_size {
-            return self.write_frame_bytes(opcode, data, true);
+            return self.write_frame_bytes(opcode, &data, true, rsv1);
         }
-        let mut rest = data.clone();
+        let mut rest = data;
         let mut op = opcode;
         while rest.len() > fragment_size {
             let part = rest.split_to(fragment_size);
-            self.write_frame_bytes(op, &part, false);
+            self.write_frame_bytes(op, &part, false, rsv1);
             op = OpCode::Continuation;
+            rsv1 = false;
         }
-        self.write_frame_bytes(op, &rest, true);
+        self.write_frame_bytes(op, &rest, true, rsv1);
     }
 
-    fn header(&mut self, opcode: OpCode, len: usize, fin: bool) -> (FrameHeader, [u8; 4]) {
+    fn header(
+        &mut self,
+        opcode: OpCode,
+        len: usize,
+        fin: bool,
+        rsv1: bool,
+    ) -> (FrameHeader, [u8; 4]) {
         let mask = self.mask.as_mut().map(|m| m.next_mask());
         let h = FrameHeader {
             fin,
-            rsv: [false; 3],
+            rsv: [rsv1, false, false],
             opcode,
             mask,
             len: len as u64,
@@ -563,7 +689,11 @@ impl Connection {
     }
 
     fn write_frame(&mut self, opcode: OpCode, data: &[u8], fin: bool) {
-        let (h, key) = self.header(opcode, data.len(), fin);
+        self.write_frame_rsv(opcode, data, fin, false)
+    }
+
+    fn write_frame_rsv(&mut self, opcode: OpCode, data: &[u8], fin: bool, rsv1: bool) {
+        let (h, key) = self.header(opcode, data.len(), fin, rsv1);
         let mut hb = [0u8; MAX_HEADER_LEN];
         let n = h.encode(&mut hb);
         self.out.reserve(n + data.len());
@@ -575,11 +705,11 @@ impl Connection {
         }
     }
 
-    fn write_frame_bytes(&mut self, opcode: OpCode, data: &Bytes, fin: bool) {
+    fn write_frame_bytes(&mut self, opcode: OpCode, data: &Bytes, fin: bool, rsv1: bool) {
         if self.role == Role::Client {
-            return self.write_frame(opcode, data, fin);
+            return self.write_frame_rsv(opcode, data, fin, rsv1);
         }
-        let (h, _) = self.header(opcode, data.len(), fin);
+        let (h, _) = self.header(opcode, data.len(), fin, rsv1);
         let mut hb = [0u8; MAX_HEADER_LEN];
         let n = h.encode(&mut hb);
         self.out.push_slice(&hb[..n]);

@@ -64,6 +64,9 @@ pub enum ProtocolError {
     /// Data arrived after the peer's close frame.
     #[error("data after close frame")]
     DataAfterClose,
+    /// A compressed message could not be inflated (RFC 7692).
+    #[error("permessage-deflate: {0}")]
+    Deflate(&'static str),
 }
 
 impl ProtocolError {

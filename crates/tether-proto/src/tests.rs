@@ -127,6 +127,7 @@ fn test_rsv1_allowed_when_negotiated() {
     let mut s = Connection::server(Config::default());
     s.set_negotiated(Negotiated {
         rsv_allowed: [true, false, false],
+        ..Negotiated::default()
     });
     s.receive(&client_frame(0xC2, b"x"));
     assert!(s.next_event().is_ok());
@@ -405,6 +406,128 @@ fn test_pair_fragmented_send_and_receive() {
     c.send_fragmented(Message::text(text.as_str()), 7).unwrap();
     pump(&mut c, &mut s);
     assert_eq!(s.next_event().unwrap(), Some(Message::text(text.as_str())));
+}
+
+fn deflate_pair(params: deflate::DeflateParams) -> (Connection, Connection) {
+    let mut c = Connection::client(Config::default(), fixed_mask());
+    let mut s = Connection::server(Config::default());
+    let n = Negotiated {
+        deflate: Some(params),
+        ..Negotiated::default()
+    };
+    c.set_negotiated(n);
+    s.set_negotiated(n);
+    (c, s)
+}
+
+#[test]
+fn test_deflate_roundtrip_both_ways_with_and_without_context_takeover() {
+    let json = r#"{"event":"trade","price":"101.25","qty":3,"note":"héllo wörld"}"#.repeat(20);
+    for (snct, cnct) in [(false, false), (true, false), (false, true), (true, true)] {
+        let params = deflate::DeflateParams {
+            server_no_context_takeover: snct,
+            client_no_context_takeover: cnct,
+            server_max_window_bits: Some(12),
+            client_max_window_bits: Some(10),
+        };
+        let (mut c, mut s) = deflate_pair(params);
+        for i in 0..5 {
+            let msg = Message::text(format!("{i}{json}"));
+            c.send(msg.clone()).unwrap();
+            let wire = c.buffered_amount();
+            assert!(
+                wire < json.len() / 2,
+                "compressed: {wire} bytes for {}",
+                json.len()
+            );
+            pump(&mut c, &mut s);
+            assert_eq!(s.next_event().unwrap(), Some(msg.clone()));
+            s.send(msg.clone()).unwrap();
+            pump(&mut s, &mut c);
+            assert_eq!(c.next_event().unwrap(), Some(msg));
+        }
+        // Fragmented compressed message; control frames interleave.
+        c.send_fragmented(Message::binary(vec![7u8; 50_000]), 100)
+            .unwrap();
+        pump(&mut c, &mut s);
+        assert_eq!(
+            s.next_event().unwrap(),
+            Some(Message::binary(vec![7u8; 50_000]))
+        );
+    }
+}
+
+#[test]
+fn test_deflate_small_messages_below_threshold_are_not_compressed() {
+    let (mut c, mut s) = deflate_pair(deflate::DeflateParams::default());
+    c.send(Message::text("hi")).unwrap();
+    let bytes = drain(&mut c);
+    assert_eq!(bytes[0] & 0x40, 0, "RSV1 clear");
+    s.receive(&bytes);
+    assert_eq!(s.next_event().unwrap(), Some(Message::text("hi")));
+    // Control frames are never compressed.
+    s.send(Message::Ping(Bytes::from(vec![b'p'; 125]))).unwrap();
+    assert_eq!(drain(&mut s)[0], 0x89);
+}
+
+#[test]
+fn test_deflate_rsv1_on_continuation_or_control_fails() {
+    let (_, mut s) = deflate_pair(deflate::DeflateParams::default());
+    let mut b = client_frame(0x01, b"a");
+    b.extend(client_frame(0xC0, b"b")); // FIN + RSV1 on a continuation
+    s.receive(&b);
+    assert!(matches!(
+        s.next_event(),
+        Err(Error::Protocol(ProtocolError::ReservedBits))
+    ));
+    let (_, mut s) = deflate_pair(deflate::DeflateParams::default());
+    s.receive(&client_frame(0xC9, b"x")); // RSV1 on a ping
+    assert!(matches!(
+        s.next_event(),
+        Err(Error::Protocol(ProtocolError::ReservedBits))
+    ));
+}
+
+#[test]
+fn test_deflate_bomb_fails_with_1009_while_inflating() {
+    let mut cfg = Config::default();
+    cfg.max_message_size = 1 << 20;
+    let mut s = Connection::server(cfg);
+    s.set_negotiated(Negotiated {
+        deflate: Some(deflate::DeflateParams::default()),
+        ..Negotiated::default()
+    });
+    let bomb = deflate::Deflater::new(9, 15, false).compress(&vec![0u8; 64 << 20]);
+    s.receive(&client_frame(0xC2, &bomb));
+    let e = s.next_event().unwrap_err();
+    assert!(
+        matches!(e, Error::Protocol(ProtocolError::MessageTooBig { .. })),
+        "{e}"
+    );
+    assert_eq!(close_code_in(&drain(&mut s)), Some(1009));
+}
+
+#[test]
+fn test_deflate_invalid_utf8_after_inflating_fails_with_1007() {
+    let (_, mut s) = deflate_pair(deflate::DeflateParams::default());
+    let z = deflate::Deflater::new(6, 15, false).compress(&[b'a', 0xFF, b'b']);
+    s.receive(&client_frame(0xC1, &z));
+    assert!(matches!(
+        s.next_event(),
+        Err(Error::Protocol(ProtocolError::InvalidUtf8))
+    ));
+    assert_eq!(close_code_in(&drain(&mut s)), Some(1007));
+}
+
+#[test]
+fn test_deflate_corrupt_data_fails_with_1002() {
+    let (_, mut s) = deflate_pair(deflate::DeflateParams::default());
+    s.receive(&client_frame(0xC2, &[0xff; 20]));
+    assert!(matches!(
+        s.next_event(),
+        Err(Error::Protocol(ProtocolError::Deflate(_)))
+    ));
+    assert_eq!(close_code_in(&drain(&mut s)), Some(1002));
 }
 
 proptest! {

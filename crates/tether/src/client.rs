@@ -333,6 +333,13 @@ impl ClientBuilder {
         self
     }
 
+    /// permessage-deflate settings (default: offered, as browsers and
+    /// websockets do); `None` turns compression off.
+    pub fn compression(mut self, c: Option<tether_proto::deflate::DeflateConfig>) -> Self {
+        self.config.compression = c;
+        self
+    }
+
     /// Bounds DNS, TCP and the HTTP upgrade together (default 10 s).
     pub fn open_timeout(mut self, t: Option<Duration>) -> Self {
         self.open_timeout = t;
@@ -521,6 +528,7 @@ impl ClientBuilder {
             subprotocols: self.subprotocols.clone(),
             headers,
             user_agent: self.user_agent.clone(),
+            compression: self.config.compression,
         }
     }
 
@@ -559,7 +567,8 @@ impl ClientBuilder {
                 Progress::Done(a) => break a,
             }
         };
-        let conn = Connection::client(self.config.proto(), mask_source());
+        let mut conn = Connection::client(self.config.proto(), mask_source());
+        conn.set_negotiated(accepted.negotiated);
         let mut ws =
             WebSocket::from_parts(io, conn, accepted.leftover, Arc::new(self.config.clone()));
         ws.set_subprotocol(accepted.subprotocol);

@@ -81,8 +81,11 @@ impl Default for ServerBuilder {
 impl ServerBuilder {
     /// The defaults: open timeout 10 s, max message 1 MiB, close timeout 10 s.
     pub fn new() -> Self {
+        let mut config = Config::default();
+        // As websockets: accept compression, with a 12-bit server window.
+        config.compression = Some(tether_proto::deflate::DeflateConfig::server_default());
         ServerBuilder {
-            config: Config::default(),
+            config,
             subprotocols: Vec::new(),
             process_request: None,
             open_timeout: Some(Duration::from_secs(10)),
@@ -104,6 +107,13 @@ impl ServerBuilder {
         F: Fn(&Request) -> Option<Response> + Send + Sync + 'static,
     {
         self.process_request = Some(Arc::new(f));
+        self
+    }
+
+    /// permessage-deflate settings (default: accepted, 12-bit server
+    /// window); `None` turns compression off.
+    pub fn compression(mut self, c: Option<tether_proto::deflate::DeflateConfig>) -> Self {
+        self.config.compression = c;
         self
     }
 
@@ -224,11 +234,13 @@ impl ServerBuilder {
         let subprotocol = offer
             .select_subprotocol(&self.subprotocols)
             .map(str::to_string);
-        let response = offer.accept(subprotocol.as_deref());
+        let deflate = offer.negotiate_deflate(self.config.compression.as_ref());
+        let response = offer.accept_with(subprotocol.as_deref(), deflate.as_ref());
         io.write_all(&response.to_bytes())
             .await
             .map_err(|e| Error::io(ErrorKind::Connect, e))?;
-        let conn = Connection::server(self.config.proto());
+        let mut conn = Connection::server(self.config.proto());
+        conn.set_negotiated(tether_proto::Negotiated { deflate, ..Default::default() });
         let mut ws = WebSocket::from_parts(io, conn, leftover, Arc::new(self.config.clone()));
         ws.set_subprotocol(subprotocol);
         ws.set_request(request);

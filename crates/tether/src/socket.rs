@@ -45,6 +45,10 @@ pub struct Config {
     /// [`ErrorKind::KeepaliveTimeout`], without waiting for a closing
     /// handshake. `None`: pings are sent but never time out.
     pub ping_timeout: Option<Duration>,
+    /// permessage-deflate (RFC 7692): offered by clients and accepted by
+    /// servers by default, as browsers and websockets do. `None` turns it
+    /// off. [`ServerBuilder`](crate::ServerBuilder) uses a 12-bit window.
+    pub compression: Option<tether_proto::deflate::DeflateConfig>,
 }
 
 impl Default for Config {
@@ -56,6 +60,7 @@ impl Default for Config {
             close_timeout: Some(Duration::from_secs(10)),
             ping_interval: Some(Duration::from_secs(20)),
             ping_timeout: Some(Duration::from_secs(20)),
+            compression: Some(tether_proto::deflate::DeflateConfig::default()),
         }
     }
 }
@@ -63,9 +68,11 @@ impl Default for Config {
 impl Config {
     pub(crate) fn proto(&self) -> tether_proto::Config {
         let msg = self.max_message_size.unwrap_or(usize::MAX);
-        tether_proto::Config::default()
+        let mut c = tether_proto::Config::default()
             .with_max_message_size(msg)
-            .with_max_frame_size(self.max_frame_size.unwrap_or(msg))
+            .with_max_frame_size(self.max_frame_size.unwrap_or(msg));
+        c.compression = self.compression;
+        c
     }
 }
 
@@ -107,6 +114,9 @@ pub(crate) struct Core<S> {
     latency: Option<Duration>,
     /// Bytes written to the transport since the connection opened.
     written: u64,
+    /// The transport took every byte but its flush is pending: a buffering
+    /// transport (TLS) still holds some of them.
+    unflushed: bool,
     opened_at: Instant,
     ended_at: Option<Instant>,
     /// The user asked to close (a close frame sent by `close` or `send`).
@@ -205,7 +215,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
                 }
             }
         }
-        Pin::new(&mut self.io).poll_flush(cx)
+        // A buffering transport (TLS) may hold bytes that it took: flush,
+        // and remember a pending flush so that `recv` resumes it before it
+        // waits for input, and so that the other half is woken when it ends.
+        match Pin::new(&mut self.io).poll_flush(cx) {
+            Poll::Pending => {
+                self.unflushed = true;
+                if self.split {
+                    self.write_waiters[who as usize] = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+            Poll::Ready(r) => {
+                if std::mem::take(&mut self.unflushed) {
+                    self.wake_other(who);
+                }
+                Poll::Ready(r)
+            }
+        }
     }
 
     /// Starts a going-away close when the server shuts down.
@@ -435,7 +462,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
                 }
                 Poll::Pending => {
                     // About to wait for input: write what was coalesced.
-                    if !self.conn.transmit().is_empty() {
+                    if !self.conn.transmit().is_empty() || self.unflushed {
                         if let Poll::Ready(Err(e)) = self.poll_write_out(cx, who) {
                             self.finish = Finish::Done;
                             return Poll::Ready(Some(Err(self.io_error(e))));
@@ -584,6 +611,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 keepalive: None,
                 latency: None,
                 written: 0,
+                unflushed: false,
                 opened_at: Instant::now(),
                 ended_at: None,
                 user_closed: false,
@@ -615,6 +643,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     pub(crate) fn set_shutdown(&mut self, token: CancellationToken) {
         self.core.shutdown = Some(Box::pin(token.cancelled_owned()));
+    }
+
+    /// The permessage-deflate parameters agreed in the handshake, if any.
+    pub fn compression(&self) -> Option<tether_proto::deflate::DeflateParams> {
+        self.core.conn.deflate()
     }
 
     /// The subprotocol agreed in the handshake, if any.

@@ -7,20 +7,41 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// The transport of a connection made by [`connect`](crate::connect) or
-/// accepted by [`serve`](crate::serve): plain TCP today. TLS (`wss://`) will be
-/// another variant, so code written against `Stream` keeps working.
+/// accepted by [`serve`](crate::serve): plain TCP (`ws://`), or TLS over TCP
+/// (`wss://`, and servers given a certificate, with the `tls` feature).
+///
+/// The enum is non-exhaustive: match with a wildcard arm, or use
+/// [`Stream::tcp`] and [`Stream::is_tls`].
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Stream {
     /// A plain TCP connection.
     Tcp(TcpStream),
+    /// TLS over TCP: a `wss://` client connection
+    /// ([`tokio_rustls::TlsStream::Client`]), or a connection accepted by a
+    /// server with a certificate ([`tokio_rustls::TlsStream::Server`]). Its
+    /// `get_ref()` gives the negotiated protocol version, ALPN protocol and
+    /// the peer's certificates.
+    #[cfg(feature = "rustls")]
+    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
 }
 
 impl Stream {
-    /// The TCP socket under the stream.
+    /// The TCP socket under the stream (under TLS, for a TLS stream).
     pub fn tcp(&self) -> &TcpStream {
         match self {
             Stream::Tcp(s) => s,
+            #[cfg(feature = "rustls")]
+            Stream::Tls(s) => s.get_ref().0,
+        }
+    }
+
+    /// True for a TLS stream.
+    pub fn is_tls(&self) -> bool {
+        match self {
+            Stream::Tcp(_) => false,
+            #[cfg(feature = "rustls")]
+            Stream::Tls(_) => true,
         }
     }
 }
@@ -33,6 +54,8 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(feature = "rustls")]
+            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -45,6 +68,8 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            #[cfg(feature = "rustls")]
+            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -55,24 +80,32 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "rustls")]
+            Stream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
             Stream::Tcp(s) => s.is_write_vectored(),
+            #[cfg(feature = "rustls")]
+            Stream::Tls(s) => s.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            #[cfg(feature = "rustls")]
+            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            #[cfg(feature = "rustls")]
+            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }

@@ -872,14 +872,33 @@ async fn client_rejects_subprotocol_not_offered() {
 
 #[tokio::test]
 async fn client_rejects_extension_not_offered() {
+    // Compression off: permessage-deflate in the answer was not offered.
+    let err = client_refused(
+        |url| ClientBuilder::new(url).compression(None),
+        |key| {
+            Reply::Send(switching(
+                key,
+                "Sec-WebSocket-Extensions: permessage-deflate\r\n",
+            ))
+        },
+    )
+    .await;
+    assert_handshake_error(&err, |h| matches!(h, HandshakeError::UnofferedExtension));
+    // Compression on (the default): an unknown extension was not offered.
     let err = client_refused(ClientBuilder::new, |key| {
-        Reply::Send(switching(
-            key,
-            "Sec-WebSocket-Extensions: permessage-deflate\r\n",
-        ))
+        Reply::Send(switching(key, "Sec-WebSocket-Extensions: x-custom\r\n"))
     })
     .await;
     assert_handshake_error(&err, |h| matches!(h, HandshakeError::UnofferedExtension));
+    // Deflate with a parameter we cannot accept: invalid.
+    let err = client_refused(ClientBuilder::new, |key| {
+        Reply::Send(switching(
+            key,
+            "Sec-WebSocket-Extensions: permessage-deflate; bogus=1\r\n",
+        ))
+    })
+    .await;
+    assert_handshake_error(&err, |h| matches!(h, HandshakeError::InvalidHeader(_)));
 }
 
 #[tokio::test]

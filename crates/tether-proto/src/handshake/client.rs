@@ -28,6 +28,8 @@ pub struct ClientRequest {
     pub headers: HeaderMap,
     /// The `User-Agent` header; `None` sends none.
     pub user_agent: Option<String>,
+    /// permessage-deflate to offer; `None` offers no extension.
+    pub compression: Option<crate::deflate::DeflateConfig>,
 }
 
 impl fmt::Debug for ClientRequest {
@@ -39,6 +41,7 @@ impl fmt::Debug for ClientRequest {
             .field("subprotocols", &self.subprotocols)
             .field("headers", &RedactedHeaders(&self.headers))
             .field("user_agent", &self.user_agent)
+            .field("compression", &self.compression)
             .finish()
     }
 }
@@ -97,6 +100,7 @@ pub struct ClientHandshake {
     request: Vec<u8>,
     expected_accept: String,
     subprotocols: Vec<String>,
+    compression: Option<crate::deflate::DeflateConfig>,
     buf: BytesMut,
     phase: Phase,
 }
@@ -154,6 +158,7 @@ impl ClientHandshake {
             request,
             expected_accept: accept_key(&key),
             subprotocols: req.subprotocols.clone(),
+            compression: req.compression,
             buf: BytesMut::new(),
             phase: Phase::Head,
         }
@@ -291,10 +296,25 @@ impl ClientHandshake {
             [one] if one.as_bytes() == self.expected_accept.as_bytes() => {}
             _ => return Err(HandshakeError::BadAccept),
         }
-        // We offer no extension yet: any extension in the answer was not offered.
-        if h.get("sec-websocket-extensions").is_some() {
-            return Err(HandshakeError::UnofferedExtension);
-        }
+        // Only permessage-deflate can be offered; anything else, or deflate
+        // when not offered, is an error (RFC 6455 §4.1, RFC 7692 §5).
+        let values: Vec<&str> = h
+            .get_all("sec-websocket-extensions")
+            .iter()
+            .map(|v| {
+                v.to_str()
+                    .map_err(|_| HandshakeError::InvalidHeader("Sec-WebSocket-Extensions"))
+            })
+            .collect::<Result<_, _>>()?;
+        let deflate = match crate::deflate::client_accept(values, self.compression.as_ref()) {
+            Ok(d) => d,
+            Err(crate::deflate::ResponseError::Unoffered) => {
+                return Err(HandshakeError::UnofferedExtension)
+            }
+            Err(crate::deflate::ResponseError::Invalid) => {
+                return Err(HandshakeError::InvalidHeader("Sec-WebSocket-Extensions"))
+            }
+        };
         let protos = h
             .get_all("sec-websocket-protocol")
             .iter()
@@ -317,7 +337,10 @@ impl ClientHandshake {
         Ok(Progress::Done(Box::new(Accepted {
             response,
             subprotocol,
-            negotiated: Negotiated::default(),
+            negotiated: Negotiated {
+                deflate,
+                ..Negotiated::default()
+            },
             leftover,
         })))
     }

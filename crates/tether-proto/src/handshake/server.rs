@@ -33,8 +33,10 @@ pub struct ClientOffer {
     pub key: String,
     /// The subprotocols the client offered, in its order.
     pub subprotocols: Vec<String>,
-    /// The raw extension offers (none is negotiated yet).
+    /// The extension offers, one entry per comma-separated item.
     pub extensions: Vec<String>,
+    /// The raw `Sec-WebSocket-Extensions` field values.
+    pub extensions_header: Vec<String>,
 }
 
 impl ClientOffer {
@@ -49,6 +51,29 @@ impl ClientOffer {
             r = r.header("sec-websocket-protocol", p);
         }
         r
+    }
+
+    /// The 101 response, choosing `subprotocol` and answering the agreed
+    /// permessage-deflate parameters (from [`ClientOffer::negotiate_deflate`]).
+    pub fn accept_with(
+        &self,
+        subprotocol: Option<&str>,
+        deflate: Option<&crate::deflate::DeflateParams>,
+    ) -> Response {
+        let r = self.accept(subprotocol);
+        match deflate {
+            Some(p) => r.header("sec-websocket-extensions", &p.to_header()),
+            None => r,
+        }
+    }
+
+    /// Picks the first acceptable permessage-deflate offer (RFC 7692 §5).
+    /// `None` when compression is off, or no offer is acceptable.
+    pub fn negotiate_deflate(
+        &self,
+        config: Option<&crate::deflate::DeflateConfig>,
+    ) -> Option<crate::deflate::DeflateParams> {
+        crate::deflate::server_negotiate(self.extensions_header.iter().map(String::as_str), config?)
     }
 
     /// The first of the server's `supported` subprotocols, in the client's
@@ -161,6 +186,12 @@ impl ServerHandshake {
             key: key.to_string(),
             subprotocols: list("sec-websocket-protocol"),
             extensions: list("sec-websocket-extensions"),
+            extensions_header: h
+                .get_all("sec-websocket-extensions")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .map(str::to_string)
+                .collect(),
         })
     }
 

@@ -1,0 +1,639 @@
+//! permessage-deflate (RFC 7692): negotiation and per-message compression.
+//!
+//! The negotiation functions are pure; [`Deflater`] and [`Inflater`] hold
+//! the zlib streams (flate2 on the zlib-rs backend) of one connection.
+
+use crate::error::ProtocolError;
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+
+/// The extension token.
+pub const NAME: &str = "permessage-deflate";
+
+/// The bytes a sync flush ends with, removed from each compressed message
+/// and added back before inflating (RFC 7692 §7.2.1, §7.2.2).
+const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+/// Compression settings: what to offer or accept, and how to compress.
+///
+/// The defaults follow Python `websockets`: a client offers
+/// `permessage-deflate; client_max_window_bits`; a server accepts and limits
+/// its own window to 12 bits (4 KiB of memory per connection for the
+/// compressor's window, instead of 32 KiB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeflateConfig {
+    /// The compression level, 0-9 (default 6).
+    pub level: u32,
+    /// Messages shorter than this are sent uncompressed (default 128 bytes).
+    pub threshold: usize,
+    /// As a server, the window of our compressor, 9-15 (default 12), sent as
+    /// `server_max_window_bits` when below 15. As a client, the largest
+    /// server window we offer to accept (default: none, any).
+    pub server_max_window_bits: Option<u8>,
+    /// As a client, the window of our compressor, 9-15 (offered as a bare
+    /// `client_max_window_bits` by default, meaning "you may limit it").
+    /// As a server, the limit we ask clients for, when they allow it.
+    pub client_max_window_bits: Option<u8>,
+    /// Ask the server to reset its compressor after each message.
+    pub server_no_context_takeover: bool,
+    /// Ask the client to reset its compressor after each message.
+    pub client_no_context_takeover: bool,
+}
+
+impl Default for DeflateConfig {
+    fn default() -> Self {
+        DeflateConfig {
+            level: 6,
+            threshold: 128,
+            server_max_window_bits: None,
+            client_max_window_bits: None,
+            server_no_context_takeover: false,
+            client_no_context_takeover: false,
+        }
+    }
+}
+
+impl DeflateConfig {
+    /// The server-side defaults (12-bit server window, as websockets).
+    pub fn server_default() -> Self {
+        DeflateConfig {
+            server_max_window_bits: Some(12),
+            ..DeflateConfig::default()
+        }
+    }
+
+    /// The `Sec-WebSocket-Extensions` value a client offers.
+    pub fn client_offer(&self) -> String {
+        let mut s = String::from(NAME);
+        if self.server_no_context_takeover {
+            s.push_str("; server_no_context_takeover");
+        }
+        if self.client_no_context_takeover {
+            s.push_str("; client_no_context_takeover");
+        }
+        if let Some(b) = self.server_max_window_bits {
+            s.push_str(&format!("; server_max_window_bits={b}"));
+        }
+        match self.client_max_window_bits {
+            Some(b) => s.push_str(&format!("; client_max_window_bits={b}")),
+            None => s.push_str("; client_max_window_bits"),
+        }
+        s
+    }
+}
+
+/// The parameters both ends agreed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DeflateParams {
+    /// The server resets its compressor after each message.
+    pub server_no_context_takeover: bool,
+    /// The client resets its compressor after each message.
+    pub client_no_context_takeover: bool,
+    /// The server's compression window (15 when absent).
+    pub server_max_window_bits: Option<u8>,
+    /// The client's compression window (15 when absent).
+    pub client_max_window_bits: Option<u8>,
+}
+
+impl DeflateParams {
+    /// The response value a server sends for these parameters.
+    pub fn to_header(&self) -> String {
+        let mut s = String::from(NAME);
+        if self.server_no_context_takeover {
+            s.push_str("; server_no_context_takeover");
+        }
+        if self.client_no_context_takeover {
+            s.push_str("; client_no_context_takeover");
+        }
+        if let Some(b) = self.server_max_window_bits {
+            s.push_str(&format!("; server_max_window_bits={b}"));
+        }
+        if let Some(b) = self.client_max_window_bits {
+            s.push_str(&format!("; client_max_window_bits={b}"));
+        }
+        s
+    }
+}
+
+/// One parameter of an extension: name and optional value (quotes removed).
+type Param<'a> = (&'a str, Option<&'a str>);
+
+/// Splits a `Sec-WebSocket-Extensions` value into extensions, each a name
+/// and its parameters (RFC 6455 §9.1). Quoted values are unquoted; commas
+/// inside quotes are not supported (no registered parameter uses them).
+pub fn parse_extensions(value: &str) -> Vec<(&str, Vec<Param<'_>>)> {
+    value
+        .split(',')
+        .filter_map(|ext| {
+            let mut parts = ext.split(';').map(str::trim);
+            let name = parts.next().filter(|n| !n.is_empty())?;
+            let params = parts
+                .filter(|p| !p.is_empty())
+                .map(|p| match p.split_once('=') {
+                    Some((k, v)) => (k.trim(), Some(v.trim().trim_matches('"'))),
+                    None => (p, None),
+                })
+                .collect();
+            Some((name, params))
+        })
+        .collect()
+}
+
+fn window_bits(v: Option<&str>) -> Result<u8, ()> {
+    let b: u8 = v.ok_or(())?.parse().map_err(|_| ())?;
+    if (8..=15).contains(&b) {
+        Ok(b)
+    } else {
+        Err(())
+    }
+}
+
+/// The parameters of one permessage-deflate offer or response; `Err` for an
+/// unknown or duplicated parameter or an invalid value (RFC 7692 §7.1).
+/// `client_max_window_bits` without a value is returned as `Some(0)`.
+fn parse_params(params: &[Param<'_>]) -> Result<DeflateParams, ()> {
+    let mut p = DeflateParams::default();
+    let mut seen = [false; 4];
+    for (k, v) in params {
+        let i = match *k {
+            "server_no_context_takeover" => 0,
+            "client_no_context_takeover" => 1,
+            "server_max_window_bits" => 2,
+            "client_max_window_bits" => 3,
+            _ => return Err(()),
+        };
+        if std::mem::replace(&mut seen[i], true) {
+            return Err(());
+        }
+        match i {
+            0 | 1 if v.is_some() => return Err(()),
+            0 => p.server_no_context_takeover = true,
+            1 => p.client_no_context_takeover = true,
+            2 => p.server_max_window_bits = Some(window_bits(*v)?),
+            _ => {
+                p.client_max_window_bits = Some(match v {
+                    None => 0,
+                    Some(_) => window_bits(*v)?,
+                })
+            }
+        }
+    }
+    Ok(p)
+}
+
+/// As a server: picks the first acceptable permessage-deflate offer in the
+/// client's `Sec-WebSocket-Extensions` values and returns the agreed
+/// parameters (send [`DeflateParams::to_header`] back). `None` declines
+/// compression: no offer, or none acceptable.
+pub fn server_negotiate<'a>(
+    offers: impl IntoIterator<Item = &'a str>,
+    config: &DeflateConfig,
+) -> Option<DeflateParams> {
+    for value in offers {
+        for (name, params) in parse_extensions(value) {
+            if name != NAME {
+                continue;
+            }
+            let Ok(offer) = parse_params(&params) else {
+                continue;
+            };
+            // Our compressor cannot use an 8-bit window (zlib raises it to
+            // 9), so an offer that asks for it is declined (§7.1.2.1 allows).
+            let server_bits = match (offer.server_max_window_bits, config.server_max_window_bits) {
+                (Some(8), _) => continue,
+                (Some(asked), Some(ours)) => Some(asked.min(ours)),
+                (Some(asked), None) => Some(asked),
+                (None, Some(ours)) if ours < 15 => Some(ours),
+                (None, _) => None,
+            };
+            // We may limit the client's window only if it said it can.
+            let client_bits = match (offer.client_max_window_bits, config.client_max_window_bits) {
+                (None, _) => None,
+                (Some(0), ours) => ours.filter(|b| *b < 15),
+                (Some(asked), Some(ours)) => Some(asked.min(ours)),
+                (Some(asked), None) => Some(asked),
+            };
+            return Some(DeflateParams {
+                server_no_context_takeover: offer.server_no_context_takeover
+                    || config.server_no_context_takeover,
+                client_no_context_takeover: offer.client_no_context_takeover
+                    || config.client_no_context_takeover,
+                server_max_window_bits: server_bits,
+                client_max_window_bits: client_bits,
+            });
+        }
+    }
+    None
+}
+
+/// Why a server's answer to our offer is invalid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseError {
+    /// An extension we did not offer.
+    Unoffered,
+    /// Invalid, unknown or duplicated parameters, or more than one
+    /// permessage-deflate.
+    Invalid,
+}
+
+/// As a client: checks the server's `Sec-WebSocket-Extensions` against our
+/// offer (`config`, or none when `None`). `Ok(None)`: no compression.
+pub fn client_accept<'a>(
+    values: impl IntoIterator<Item = &'a str>,
+    config: Option<&DeflateConfig>,
+) -> Result<Option<DeflateParams>, ResponseError> {
+    let mut agreed = None;
+    for value in values {
+        for (name, params) in parse_extensions(value) {
+            let Some(config) = config.filter(|_| name == NAME) else {
+                return Err(ResponseError::Unoffered);
+            };
+            if agreed.is_some() {
+                return Err(ResponseError::Invalid);
+            }
+            let p = parse_params(&params).map_err(|_| ResponseError::Invalid)?;
+            // §7.1.2.2: the server may answer client_max_window_bits only if
+            // offered, with a value, at most ours; our compressor cannot do 8.
+            match (p.client_max_window_bits, config.client_max_window_bits) {
+                (Some(0), _) | (Some(8), _) => return Err(ResponseError::Invalid),
+                (Some(b), Some(ours)) if b > ours => return Err(ResponseError::Invalid),
+                _ => {}
+            }
+            // §7.1.2.1: at most the value we offered.
+            if let (Some(b), Some(ours)) = (p.server_max_window_bits, config.server_max_window_bits)
+            {
+                if b > ours {
+                    return Err(ResponseError::Invalid);
+                }
+            }
+            // A server must honour a no-context-takeover we asked for.
+            if config.server_no_context_takeover && !p.server_no_context_takeover {
+                return Err(ResponseError::Invalid);
+            }
+            agreed = Some(DeflateParams {
+                client_max_window_bits: p.client_max_window_bits.or(config.client_max_window_bits),
+                client_no_context_takeover: p.client_no_context_takeover
+                    || config.client_no_context_takeover,
+                ..p
+            });
+        }
+    }
+    Ok(agreed)
+}
+
+/// Compresses outgoing messages.
+pub struct Deflater {
+    z: Compress,
+    reset_each_message: bool,
+}
+
+impl std::fmt::Debug for Deflater {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deflater")
+            .field("reset_each_message", &self.reset_each_message)
+            .finish()
+    }
+}
+
+impl Deflater {
+    /// A compressor with `window_bits` (9-15; 8 is raised to 9 by zlib and
+    /// is never negotiated here) that resets after each message when
+    /// `no_context_takeover`.
+    pub fn new(level: u32, window_bits: u8, no_context_takeover: bool) -> Self {
+        Deflater {
+            z: Compress::new_with_window_bits(
+                Compression::new(level.min(9)),
+                false,
+                window_bits.clamp(9, 15),
+            ),
+            reset_each_message: no_context_takeover,
+        }
+    }
+
+    /// Compresses one whole message (RFC 7692 §7.2.1).
+    pub fn compress(&mut self, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(data.len() / 2 + 64);
+        let mut input = data;
+        loop {
+            if out.capacity() - out.len() < 64 {
+                out.reserve(out.capacity().max(256));
+            }
+            let before = self.z.total_in();
+            let status = self.z.compress_vec(input, &mut out, FlushCompress::Sync);
+            input = &input[(self.z.total_in() - before) as usize..];
+            // Done when all input is in and the flush fit in the buffer.
+            if input.is_empty() && out.len() < out.capacity() {
+                break;
+            }
+            if matches!(status, Err(_) | Ok(Status::StreamEnd)) {
+                break;
+            }
+        }
+        if out.ends_with(&TAIL) {
+            out.truncate(out.len() - 4);
+        }
+        if out.is_empty() {
+            // §7.2.3.6: an empty message compresses to a single 0x00.
+            out.push(0);
+        }
+        if self.reset_each_message {
+            self.z.reset();
+        }
+        out
+    }
+}
+
+/// Decompresses incoming messages, enforcing the message size limit while
+/// inflating, never after (a decompression bomb stops at the limit).
+pub struct Inflater {
+    z: Decompress,
+    reset_each_message: bool,
+}
+
+impl std::fmt::Debug for Inflater {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inflater")
+            .field("reset_each_message", &self.reset_each_message)
+            .finish()
+    }
+}
+
+impl Inflater {
+    /// A decompressor. It always uses a 15-bit window: a window at least as
+    /// large as the peer's is all inflating needs.
+    pub fn new(no_context_takeover: bool) -> Self {
+        Inflater {
+            z: Decompress::new_with_window_bits(false, 15),
+            reset_each_message: no_context_takeover,
+        }
+    }
+
+    /// Inflates one frame's payload, appending to `out`; with `last`, also
+    /// the end of the message. Fails when `out` would exceed `limit`.
+    pub fn inflate(
+        &mut self,
+        input: &[u8],
+        last: bool,
+        out: &mut Vec<u8>,
+        limit: usize,
+    ) -> Result<(), ProtocolError> {
+        self.feed(input, out, limit)?;
+        if last {
+            self.feed(&TAIL, out, limit)?;
+            if self.reset_each_message {
+                self.z.reset(false);
+            }
+        }
+        Ok(())
+    }
+
+    fn feed(
+        &mut self,
+        mut input: &[u8],
+        out: &mut Vec<u8>,
+        limit: usize,
+    ) -> Result<(), ProtocolError> {
+        loop {
+            // Never let the buffer grow past limit + 1 bytes: one byte over
+            // proves the message is too big.
+            let room = (limit.saturating_add(1)).saturating_sub(out.len());
+            if room == 0 {
+                return Err(ProtocolError::MessageTooBig {
+                    size: out.len() as u64,
+                    limit,
+                });
+            }
+            let want = (input.len().saturating_mul(4))
+                .clamp(4096, 256 * 1024)
+                .min(room);
+            if out.capacity() - out.len() < want {
+                out.reserve_exact(want);
+            }
+            let spare_before = out.capacity() - out.len();
+            let before_in = self.z.total_in();
+            let before_out = out.len();
+            self.z
+                .decompress_vec(input, out, FlushDecompress::Sync)
+                .map_err(|_| ProtocolError::Deflate("invalid compressed data"))?;
+            let consumed = (self.z.total_in() - before_in) as usize;
+            let produced = out.len() - before_out;
+            input = &input[consumed..];
+            if out.len() > limit {
+                return Err(ProtocolError::MessageTooBig {
+                    size: out.len() as u64,
+                    limit,
+                });
+            }
+            // Finished when all input is consumed and the output buffer was
+            // not filled (so nothing is pending inside zlib).
+            if input.is_empty() && produced < spare_before {
+                return Ok(());
+            }
+            if consumed == 0 && produced == 0 {
+                return Err(ProtocolError::Deflate("compressed data makes no progress"));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(c: &mut Deflater, d: &mut Inflater, msg: &[u8]) {
+        let z = c.compress(msg);
+        let mut out = Vec::new();
+        d.inflate(&z, true, &mut out, usize::MAX).unwrap();
+        assert_eq!(out, msg);
+    }
+
+    #[test]
+    fn context_takeover_shrinks_repeated_messages() {
+        let msg = br#"{"type":"price","symbol":"ABC","bid":101.25,"ask":101.5}"#;
+        let mut c = Deflater::new(6, 15, false);
+        let mut d = Inflater::new(false);
+        let mut c2 = Deflater::new(6, 15, false);
+        let first = c2.compress(msg).len();
+        let second = c2.compress(msg).len();
+        assert!(second < first / 2, "{second} vs {first}");
+        for _ in 0..5 {
+            roundtrip(&mut c, &mut d, msg);
+        }
+    }
+
+    #[test]
+    fn no_context_takeover_is_independent_per_message() {
+        let mut c = Deflater::new(6, 12, true);
+        let a = c.compress(b"hello hello hello");
+        let b = c.compress(b"hello hello hello");
+        assert_eq!(a, b, "each message compressed from a fresh state");
+        // A fresh inflater can read the second message alone.
+        let mut out = Vec::new();
+        Inflater::new(true)
+            .inflate(&b, true, &mut out, 1000)
+            .unwrap();
+        assert_eq!(out, b"hello hello hello");
+    }
+
+    #[test]
+    fn empty_and_large_messages() {
+        let mut c = Deflater::new(6, 15, false);
+        let mut d = Inflater::new(false);
+        roundtrip(&mut c, &mut d, b"");
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        roundtrip(&mut c, &mut d, &big);
+    }
+
+    #[test]
+    fn rfc_7692_example_hello() {
+        // RFC 7692 §7.2.3.1: "Hello" compressed.
+        let mut out = Vec::new();
+        Inflater::new(false)
+            .inflate(
+                &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00],
+                true,
+                &mut out,
+                100,
+            )
+            .unwrap();
+        assert_eq!(out, b"Hello");
+    }
+
+    #[test]
+    fn bomb_stops_at_the_limit_while_inflating() {
+        let zeros = vec![0u8; 10 << 20];
+        let z = Deflater::new(9, 15, false).compress(&zeros);
+        assert!(z.len() < 20_000, "{}", z.len());
+        let mut out = Vec::new();
+        let e = Inflater::new(false)
+            .inflate(&z, true, &mut out, 1 << 20)
+            .unwrap_err();
+        assert!(matches!(e, ProtocolError::MessageTooBig { .. }));
+        assert!(
+            out.capacity() <= (1 << 20) + 256 * 1024,
+            "never buffered past the limit: {}",
+            out.capacity()
+        );
+    }
+
+    #[test]
+    fn corrupt_data_is_an_error() {
+        let mut out = Vec::new();
+        assert!(Inflater::new(false)
+            .inflate(&[0xff; 16], true, &mut out, 1000)
+            .is_err());
+    }
+
+    #[test]
+    fn server_negotiation() {
+        let cfg = DeflateConfig::server_default();
+        let p = server_negotiate(["permessage-deflate; client_max_window_bits"], &cfg).unwrap();
+        assert_eq!(
+            p.to_header(),
+            "permessage-deflate; server_max_window_bits=12"
+        );
+        let p = server_negotiate(
+            ["permessage-deflate; server_no_context_takeover; client_no_context_takeover"],
+            &cfg,
+        )
+        .unwrap();
+        assert!(p.server_no_context_takeover && p.client_no_context_takeover);
+        let p = server_negotiate(["permessage-deflate; server_max_window_bits=10"], &cfg).unwrap();
+        assert_eq!(p.server_max_window_bits, Some(10));
+        // Invalid or duplicate parameters decline that offer; the next is used.
+        let p = server_negotiate(
+            ["permessage-deflate; foo, permessage-deflate; server_no_context_takeover"],
+            &cfg,
+        )
+        .unwrap();
+        assert!(p.server_no_context_takeover);
+        for bad in [
+            "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+            "permessage-deflate; server_max_window_bits=16",
+            "permessage-deflate; server_max_window_bits",
+            "permessage-deflate; client_max_window_bits=7",
+            "permessage-deflate; server_no_context_takeover=1",
+            "permessage-deflate; server_max_window_bits=8",
+            "x-webkit-deflate-frame",
+        ] {
+            assert_eq!(server_negotiate([bad], &cfg), None, "{bad}");
+        }
+        // The client's window is limited only if it allowed it.
+        let cfg = DeflateConfig {
+            client_max_window_bits: Some(10),
+            ..DeflateConfig::server_default()
+        };
+        assert_eq!(
+            server_negotiate(["permessage-deflate"], &cfg)
+                .unwrap()
+                .client_max_window_bits,
+            None
+        );
+        assert_eq!(
+            server_negotiate(["permessage-deflate; client_max_window_bits"], &cfg)
+                .unwrap()
+                .client_max_window_bits,
+            Some(10)
+        );
+    }
+
+    #[test]
+    fn client_validation() {
+        let cfg = DeflateConfig::default();
+        assert_eq!(
+            client_accept(["permessage-deflate"], Some(&cfg)),
+            Ok(Some(DeflateParams::default()))
+        );
+        assert_eq!(
+            client_accept(
+                ["permessage-deflate; client_max_window_bits=10"],
+                Some(&cfg)
+            )
+            .unwrap()
+            .unwrap()
+            .client_max_window_bits,
+            Some(10)
+        );
+        assert_eq!(
+            client_accept(["permessage-deflate"], None),
+            Err(ResponseError::Unoffered)
+        );
+        assert_eq!(
+            client_accept(["x-other"], Some(&cfg)),
+            Err(ResponseError::Unoffered)
+        );
+        for bad in [
+            "permessage-deflate, permessage-deflate",
+            "permessage-deflate; client_max_window_bits",
+            "permessage-deflate; unknown",
+            "permessage-deflate; server_max_window_bits=20",
+        ] {
+            assert_eq!(
+                client_accept([bad], Some(&cfg)),
+                Err(ResponseError::Invalid),
+                "{bad}"
+            );
+        }
+        let strict = DeflateConfig {
+            server_no_context_takeover: true,
+            server_max_window_bits: Some(10),
+            ..cfg
+        };
+        assert_eq!(
+            client_accept(["permessage-deflate"], Some(&strict)),
+            Err(ResponseError::Invalid)
+        );
+        assert_eq!(
+            client_accept(
+                ["permessage-deflate; server_no_context_takeover; server_max_window_bits=11"],
+                Some(&strict)
+            ),
+            Err(ResponseError::Invalid)
+        );
+        assert!(client_accept(
+            ["permessage-deflate; server_no_context_takeover; server_max_window_bits=9"],
+            Some(&strict)
+        )
+        .is_ok());
+    }
+}
