@@ -1,7 +1,16 @@
 #!/usr/bin/env node
 // Interop test client built on the Node `ws` library.
 //
-// Usage: node interop/node_client.js ws://127.0.0.1:PORT/
+// Usage: node interop/node_client.js [DEFLATE OPTIONS] ws://127.0.0.1:PORT/
+//
+// DEFLATE OPTIONS (see PROTOCOL.md; none: permessage-deflate is off):
+//   --deflate                      offer permessage-deflate (ws defaults, but
+//                                  threshold 0: every message is compressed)
+//   --server-no-context-takeover   } offer it with these settings
+//   --client-no-context-takeover   } (each implies --deflate)
+//   --server-max-window-bits N     }
+//   --client-max-window-bits N     }
+// With compression, the deflate checks of PROTOCOL.md run too.
 //
 // Runs the scripted checks of PROTOCOL.md against a server implementing the
 // command protocol. Prints `ok <name>` or `FAIL <name>: <detail>` per check and
@@ -9,6 +18,7 @@
 'use strict';
 
 const WebSocket = require('./load_ws');
+const { parseDeflateArgs } = require('./deflate_args');
 
 const MAX_PAYLOAD = 64 * 1024 * 1024; // incoming message limit (>= 16 MiB)
 const TIMEOUT_MS = 15000; // time allowed for any single check
@@ -47,16 +57,22 @@ function expectMessage(msg, wantData, wantBinary) {
 // Wraps a ws client so that messages, pings, pongs and the close can be
 // awaited one at a time, in arrival order.
 class Conn {
-  static open(url) {
+  // `perMessageDeflate`: false, or the ws options (see deflate_args.js).
+  static open(url, perMessageDeflate) {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: MAX_PAYLOAD });
-      ws.once('open', () => resolve(new Conn(ws)));
+      const ws = new WebSocket(url, { perMessageDeflate, maxPayload: MAX_PAYLOAD });
+      let extensions = '';
+      ws.once('upgrade', (res) => {
+        extensions = res.headers['sec-websocket-extensions'] || '';
+      });
+      ws.once('open', () => resolve(new Conn(ws, extensions)));
       ws.once('error', reject);
     });
   }
 
-  constructor(ws) {
+  constructor(ws, extensions) {
     this.ws = ws;
+    this.extensions = extensions; // the server's Sec-WebSocket-Extensions
     this.queues = { message: [], ping: [], pong: [] }; // events not yet taken
     this.waiters = { message: [], ping: [], pong: [] }; // takers not yet served
     ws.on('message', (data, isBinary) => this.push('message', { data, isBinary }));
@@ -109,16 +125,43 @@ class Conn {
   }
 }
 
+// The parameters of the permessage-deflate in an extensions header.
+function deflateParams(value) {
+  for (const ext of value.split(',')) {
+    const [name, ...params] = ext.split(';').map((p) => p.trim());
+    if (name === 'permessage-deflate') {
+      const out = {};
+      for (const p of params.filter(Boolean)) {
+        const eq = p.indexOf('=');
+        out[eq < 0 ? p : p.slice(0, eq)] = eq < 0 ? true : p.slice(eq + 1);
+      }
+      return out;
+    }
+  }
+  throw new CheckFailed(`permessage-deflate was not negotiated (extensions: '${value}')`);
+}
+
+// The message of `echo-context-takeover`: ~300 bytes of JSON-like text.
+function contextMessage(seq) {
+  return Buffer.from('{"type":"quote","symbol":"TETHER","venue":"XWBS","bid":101.25,"ask":101.5,' +
+    '"sizes":[100,250,500,1000],"flags":{"halted":false,"auction":false},' +
+    `"trader":"héllo wörld €","seq":${seq},"note":"the same message, again and ` +
+    'again, so that the second copy compresses to a few bytes"}');
+}
+
 class Client {
-  constructor(url) {
+  constructor(url, perMessageDeflate) {
     this.url = url;
+    this.perMessageDeflate = perMessageDeflate; // false: no compression
     this.conn = null; // the shared connection for the non-close checks
     this.results = [];
   }
 
   // The shared connection, reopened if an earlier check broke it.
   async shared() {
-    if (!this.conn || !this.conn.isOpen) this.conn = await Conn.open(this.url);
+    if (!this.conn || !this.conn.isOpen) {
+      this.conn = await Conn.open(this.url, this.perMessageDeflate);
+    }
     return this.conn;
   }
 
@@ -179,7 +222,7 @@ class Client {
 
   // Own connection: the client closes; the server's Close must echo the code.
   async clientClose(code, reason) {
-    const c = await Conn.open(this.url);
+    const c = await Conn.open(this.url, this.perMessageDeflate);
     c.ws.close(code, reason);
     const got = await c.closed; // code/reason from the server's Close frame
     expect(got.code === code, `server's Close has code ${got.code} reason '${got.reason}', ` +
@@ -189,7 +232,7 @@ class Client {
 
   // Own connection: the server closes on request.
   async serverClose() {
-    const c = await Conn.open(this.url);
+    const c = await Conn.open(this.url, this.perMessageDeflate);
     c.send('!close 4002 server-bye', false);
     const got = await c.closed;
     expect(got.code === 4002 && got.reason === 'server-bye',
@@ -198,7 +241,50 @@ class Client {
     expect(c.queues.message.length === 0, 'unexpected message before the Close');
   }
 
+  // Deflate checks (with compression only).
+  async deflateNegotiated() {
+    const c = await this.shared();
+    process.stdout.write(`extensions ${c.extensions}\n`);
+    const params = deflateParams(c.extensions);
+    const o = this.perMessageDeflate;
+    if (o.serverNoContextTakeover) {
+      expect(params.server_no_context_takeover === true,
+        `server_no_context_takeover was not accepted: '${c.extensions}'`);
+    }
+    if (o.serverMaxWindowBits) {
+      expect(Number(params.server_max_window_bits) <= o.serverMaxWindowBits,
+        `server_max_window_bits=${o.serverMaxWindowBits} was not honoured: '${c.extensions}'`);
+    }
+    if (o.clientMaxWindowBits && params.client_max_window_bits) {
+      expect(Number(params.client_max_window_bits) <= o.clientMaxWindowBits,
+        `client_max_window_bits above ${o.clientMaxWindowBits}: '${c.extensions}'`);
+    }
+  }
+
+  async serverExt() {
+    const c = await this.shared();
+    c.send('!ext', false);
+    const want = c.extensions ? `!ext ${c.extensions}` : '!ext';
+    expectMessage(await c.next('message'), Buffer.from(want), false);
+  }
+
+  async contextTakeover() {
+    for (const seq of [1, 1, 1, 2, 3, 1]) await this.echo(contextMessage(seq), false);
+    // Pipelined: all sent before any echo is read.
+    const c = await this.shared();
+    const msgs = [];
+    for (let seq = 0; seq < 20; seq++) msgs.push(contextMessage(seq));
+    for (const m of msgs) c.send(m, false);
+    for (const m of msgs) expectMessage(await c.next('message'), m, false);
+  }
+
   async run() {
+    if (this.perMessageDeflate) {
+      await this.check('deflate-negotiated', () => this.deflateNegotiated());
+      await this.check('server-ext', () => this.serverExt());
+      await this.check('echo-context-takeover', () => this.contextTakeover());
+    }
+
     for (const kind of ['text', 'binary']) {
       for (const size of SIZES) {
         await this.check(`echo-${kind}-${size}`,
@@ -242,12 +328,18 @@ class Client {
   }
 }
 
-const url = process.argv[2];
-if (process.argv.length !== 3 || !url.startsWith('ws://')) {
-  console.error('usage: node_client.js ws://HOST:PORT/');
+let args;
+try {
+  args = parseDeflateArgs(process.argv.slice(2));
+} catch (err) {
+  args = { error: err.message, rest: [] };
+}
+const url = args.rest[0];
+if (args.error || args.rest.length !== 1 || !url.startsWith('ws://')) {
+  console.error(`usage: node_client.js [DEFLATE OPTIONS] ws://HOST:PORT/${args.error ? `: ${args.error}` : ''}`);
   process.exit(2);
 }
-new Client(url).run().then(
+new Client(url, args.perMessageDeflate).run().then(
   (allOk) => process.exit(allOk ? 0 : 1),
   (err) => {
     console.error(err);

@@ -1,7 +1,15 @@
 #!/usr/bin/env node
 // Interop echo/command server built on the Node `ws` library.
 //
-// Usage: node interop/node_server.js
+// Usage: node interop/node_server.js [DEFLATE OPTIONS]
+//
+// DEFLATE OPTIONS (see PROTOCOL.md; none: permessage-deflate is off):
+//   --deflate                      accept permessage-deflate (ws defaults, but
+//                                  threshold 0: every message is compressed)
+//   --server-no-context-takeover   } accept it with these settings
+//   --client-no-context-takeover   } (each implies --deflate)
+//   --server-max-window-bits N     }
+//   --client-max-window-bits N     }
 //
 // Listens on 127.0.0.1 with an ephemeral port, prints `LISTENING <port>` on
 // stdout, then serves until SIGTERM/SIGINT. Implements the command protocol in
@@ -9,6 +17,7 @@
 'use strict';
 
 const { WebSocketServer } = require('./load_ws');
+const { parseDeflateArgs } = require('./deflate_args');
 
 const MAX_PAYLOAD = 64 * 1024 * 1024; // incoming message limit (>= 16 MiB)
 const PONG_TIMEOUT_MS = 30000; // how long a `!ping` waits for its Pong
@@ -79,20 +88,52 @@ function runCommand(ws, line) {
     if (!ok) return ws.send(`!error usage: !frag text|binary SIZE PARTS (got '${rest}')`);
     const kind = args[0];
     sendFragmented(ws, pattern(kind, Number(args[1])), Number(args[2]), kind === 'binary');
+  } else if (name === '!ext') {
+    // The Sec-WebSocket-Extensions this server answered (empty: none).
+    const value = answered.get(ws) || '';
+    ws.send(value ? `!ext ${value}` : '!ext');
+  } else if (name === '!offer') {
+    // The client's Sec-WebSocket-Extensions offer (empty: none).
+    const value = offered.get(ws) || '';
+    ws.send(value ? `!offer ${value}` : '!offer');
   } else {
     ws.send(`!error unknown command '${name}'`);
   }
   return undefined;
 }
 
+// Per connection: the extensions header the client offered and the one this
+// server answered (captured from the 'headers' event, keyed by request).
+const offered = new WeakMap();
+const answered = new WeakMap();
+const answeredByRequest = new WeakMap();
+
+let perMessageDeflate;
+try {
+  const args = parseDeflateArgs(process.argv.slice(2));
+  if (args.rest.length) throw new Error(`unexpected argument '${args.rest[0]}'`);
+  perMessageDeflate = args.perMessageDeflate;
+} catch (err) {
+  console.error(`usage: node_server.js [DEFLATE OPTIONS]: ${err.message}`);
+  process.exit(2);
+}
+
 const wss = new WebSocketServer({
   host: '127.0.0.1',
   port: 0,
-  perMessageDeflate: false, // no compression
+  perMessageDeflate, // false unless a deflate option was given
   maxPayload: MAX_PAYLOAD,
 });
 
-wss.on('connection', (ws) => {
+wss.on('headers', (headers, req) => {
+  const prefix = 'sec-websocket-extensions:';
+  const line = headers.find((h) => h.toLowerCase().startsWith(prefix));
+  answeredByRequest.set(req, line ? line.slice(prefix.length).trim() : '');
+});
+
+wss.on('connection', (ws, req) => {
+  offered.set(ws, req.headers['sec-websocket-extensions'] || '');
+  answered.set(ws, answeredByRequest.get(req) || '');
   // Messages are processed strictly in order; a pending `!ping` holds the
   // queue until its Pong arrives.
   let queue = Promise.resolve();

@@ -1,18 +1,28 @@
 #!/usr/bin/env python3
 """Interop test client built on the Python `websockets` library.
 
-Usage: <venv>/bin/python interop/py_client.py ws://127.0.0.1:PORT/
+Usage: <venv>/bin/python interop/py_client.py [DEFLATE OPTIONS] ws://127.0.0.1:PORT/
+
+DEFLATE OPTIONS (see PROTOCOL.md; none: permessage-deflate is off):
+  --deflate                        offer permessage-deflate, library defaults
+  --server-no-context-takeover     } offer it with these settings
+  --client-no-context-takeover     } (each implies --deflate)
+  --server-max-window-bits N       }
+  --client-max-window-bits N       }
+With compression, the deflate checks of PROTOCOL.md run too.
 
 Runs the scripted checks of PROTOCOL.md against a server implementing the
 command protocol. Prints `ok <name>` or `FAIL <name>: <detail>` per check and
 a final `# N checks, P ok, F failed` line; exits 0 only if every check passed.
 """
 
+import argparse
 import asyncio
 import sys
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
 MAX_SIZE = 64 * 1024 * 1024  # incoming message limit (protocol: >= 16 MiB)
 TIMEOUT = 15  # seconds allowed for any single check
@@ -52,17 +62,54 @@ def expect_same(got, want) -> None:
         raise CheckFailed(describe(got, want))
 
 
+def compression_options(args: argparse.Namespace) -> dict:
+    """connect() keyword arguments for the permessage-deflate settings."""
+    if args.tuned:
+        factory = ClientPerMessageDeflateFactory(
+            server_no_context_takeover=args.server_no_context_takeover,
+            client_no_context_takeover=args.client_no_context_takeover,
+            server_max_window_bits=args.server_max_window_bits,
+            # None would not offer the parameter; True offers it bare.
+            client_max_window_bits=args.client_max_window_bits or True,
+        )
+        return {"compression": None, "extensions": [factory]}
+    if args.deflate:
+        return {"compression": "deflate"}  # the library's default offer
+    return {"compression": None}
+
+
+def deflate_params(value: str) -> dict:
+    """The parameters of the permessage-deflate in an extensions header."""
+    for ext in value.split(","):
+        name, *params = [p.strip() for p in ext.split(";")]
+        if name == "permessage-deflate":
+            return dict((p.split("=", 1) + [None])[:2] for p in params if p)
+    raise CheckFailed(f"permessage-deflate was not negotiated (extensions: {value!r})")
+
+
+# The message of `echo-context-takeover`: ~300 bytes of JSON-like text.
+CONTEXT_MESSAGE = (
+    '{"type":"quote","symbol":"TETHER","venue":"XWBS","bid":101.25,"ask":101.5,'
+    '"sizes":[100,250,500,1000],"flags":{"halted":false,"auction":false},'
+    '"trader":"héllo wörld €","seq":%d,"note":"the same message, again and '
+    'again, so that the second copy compresses to a few bytes"}'
+)
+
+
 class Client:
-    def __init__(self, url: str):
+    def __init__(self, url: str, args: argparse.Namespace):
         self.url = url
+        self.args = args
+        self.compression = compression_options(args)
         self.ws = None  # the shared connection for the non-close checks
         self.results = []  # (name, passed)
 
     async def open(self):
-        """A new connection: no compression, big limits, no keepalive pings."""
+        """A new connection: big limits, no keepalive pings, compression only
+        if asked for."""
         return await connect(
             self.url,
-            compression=None,
+            **self.compression,
             max_size=MAX_SIZE,
             ping_interval=None,
             proxy=None,  # never route loopback tests through an env proxy
@@ -133,8 +180,48 @@ class Client:
         got = b"".join(f.encode() if kind == "text" else f for f in frames)
         want = pattern(kind, size)
         expect_same(got, want)
+        if self.args.deflate:
+            # With compression, the server may compress the whole message and
+            # split the compressed bytes into frames of any size.
+            return
         nonempty = sum(1 for f in frames if f)
         expect(nonempty == parts, f"expected {parts} non-empty frames, got {nonempty}")
+
+    # --- deflate checks (with compression only) ---------------------------
+
+    async def deflate_negotiated(self) -> None:
+        ws = await self.shared()
+        value = ws.response.headers.get("Sec-WebSocket-Extensions", "")
+        print(f"extensions {value}", flush=True)
+        params = deflate_params(value)
+        a = self.args
+        if a.server_no_context_takeover:
+            expect("server_no_context_takeover" in params,
+                   f"server_no_context_takeover was not accepted: {value!r}")
+        if a.server_max_window_bits is not None:
+            got = params.get("server_max_window_bits")
+            expect(got is not None and int(got) <= a.server_max_window_bits,
+                   f"server_max_window_bits={a.server_max_window_bits} was not honoured: {value!r}")
+        if a.client_max_window_bits is not None and params.get("client_max_window_bits"):
+            expect(int(params["client_max_window_bits"]) <= a.client_max_window_bits,
+                   f"client_max_window_bits above {a.client_max_window_bits}: {value!r}")
+
+    async def server_ext(self) -> None:
+        ws = await self.shared()
+        value = ws.response.headers.get("Sec-WebSocket-Extensions", "")
+        await ws.send("!ext")
+        expect_same(await ws.recv(), f"!ext {value}" if value else "!ext")
+
+    async def context_takeover(self) -> None:
+        ws = await self.shared()
+        for seq in (1, 1, 1, 2, 3, 1):
+            await self.echo(CONTEXT_MESSAGE % seq)
+        # Pipelined: all sent before any echo is read.
+        msgs = [CONTEXT_MESSAGE % seq for seq in range(20)]
+        for m in msgs:
+            await ws.send(m)
+        for m in msgs:
+            expect_same(await ws.recv(), m)
 
     # --- checks that own their connection ---------------------------------
 
@@ -163,6 +250,11 @@ class Client:
                f"client answered with {sent}, expected an echo of 4002")
 
     async def run(self) -> bool:
+        if self.args.deflate:
+            await self.check("deflate-negotiated", self.deflate_negotiated)
+            await self.check("server-ext", self.server_ext)
+            await self.check("echo-context-takeover", self.context_takeover)
+
         for kind in ("text", "binary"):
             for size in SIZES:
                 data = pattern(kind, size)
@@ -205,11 +297,27 @@ class Client:
         return failed == 0
 
 
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="websockets interop client")
+    parser.add_argument("--deflate", action="store_true")
+    parser.add_argument("--server-no-context-takeover", action="store_true")
+    parser.add_argument("--client-no-context-takeover", action="store_true")
+    parser.add_argument("--server-max-window-bits", type=int, metavar="N")
+    parser.add_argument("--client-max-window-bits", type=int, metavar="N")
+    parser.add_argument("url")
+    args = parser.parse_args()
+    if not args.url.startswith("ws://"):
+        parser.error("the URL must start with ws://")
+    args.tuned = (args.server_no_context_takeover or args.client_no_context_takeover
+                  or args.server_max_window_bits is not None
+                  or args.client_max_window_bits is not None)
+    args.deflate = args.deflate or args.tuned
+    return args
+
+
 def main() -> int:
-    if len(sys.argv) != 2 or not sys.argv[1].startswith("ws://"):
-        print("usage: py_client.py ws://HOST:PORT/", file=sys.stderr)
-        return 2
-    return 0 if asyncio.run(Client(sys.argv[1]).run()) else 1
+    args = parse_args()
+    return 0 if asyncio.run(Client(args.url, args).run()) else 1
 
 
 if __name__ == "__main__":

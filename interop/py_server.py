@@ -1,19 +1,27 @@
 #!/usr/bin/env python3
 """Interop echo/command server built on the Python `websockets` library.
 
-Usage: <venv>/bin/python interop/py_server.py
+Usage: <venv>/bin/python interop/py_server.py [DEFLATE OPTIONS]
+
+DEFLATE OPTIONS (see PROTOCOL.md; none: permessage-deflate is off):
+  --deflate                        accept permessage-deflate, library defaults
+  --server-no-context-takeover     } accept it with these settings
+  --client-no-context-takeover     } (each implies --deflate, and replaces the
+  --server-max-window-bits N       }  library defaults with the factory's:
+  --client-max-window-bits N       }  no window limits unless given)
 
 Listens on 127.0.0.1 with an ephemeral port, prints `LISTENING <port>` on
 stdout, then serves until SIGTERM/SIGINT. Implements the command protocol in
 PROTOCOL.md: echo everything except text commands starting with `!`.
 """
 
+import argparse
 import asyncio
 import signal
-import sys
 
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 
 MAX_SIZE = 64 * 1024 * 1024  # incoming message limit (protocol: >= 16 MiB)
 PONG_TIMEOUT = 30  # seconds to wait for the Pong answering a `!ping`
@@ -75,6 +83,14 @@ async def run_command(ws, line: str) -> None:
             # send() of an iterable emits one frame per item (FIN=0), then an
             # empty continuation frame with FIN=1 (see PROTOCOL.md).
             await ws.send(split(data, parts), text=(kind == "text"))
+    elif name == "!ext":
+        # The Sec-WebSocket-Extensions this server answered (empty: none).
+        value = ws.response.headers.get("Sec-WebSocket-Extensions", "")
+        await ws.send(f"!ext {value}" if value else "!ext")
+    elif name == "!offer":
+        # The client's Sec-WebSocket-Extensions offer (empty: none).
+        value = ", ".join(ws.request.headers.get_all("Sec-WebSocket-Extensions"))
+        await ws.send(f"!offer {value}" if value else "!offer")
     else:
         await ws.send(f"!error unknown command {name!r}")
 
@@ -91,7 +107,36 @@ async def handler(ws) -> None:
         pass  # abnormal closure by the client; nothing to do
 
 
-async def main() -> None:
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="websockets interop server")
+    parser.add_argument("--deflate", action="store_true")
+    parser.add_argument("--server-no-context-takeover", action="store_true")
+    parser.add_argument("--client-no-context-takeover", action="store_true")
+    parser.add_argument("--server-max-window-bits", type=int, metavar="N")
+    parser.add_argument("--client-max-window-bits", type=int, metavar="N")
+    return parser.parse_args()
+
+
+def compression_options(args: argparse.Namespace) -> dict:
+    """serve() keyword arguments for the permessage-deflate settings."""
+    tuned = (args.server_no_context_takeover or args.client_no_context_takeover
+             or args.server_max_window_bits is not None
+             or args.client_max_window_bits is not None)
+    if tuned:
+        factory = ServerPerMessageDeflateFactory(
+            server_no_context_takeover=args.server_no_context_takeover,
+            client_no_context_takeover=args.client_no_context_takeover,
+            server_max_window_bits=args.server_max_window_bits,
+            client_max_window_bits=args.client_max_window_bits,
+        )
+        return {"compression": None, "extensions": [factory]}
+    if args.deflate:
+        # The library's defaults: 12-bit windows both ways, memLevel 5.
+        return {"compression": "deflate"}
+    return {"compression": None}  # no permessage-deflate
+
+
+async def main(args: argparse.Namespace) -> None:
     stop = asyncio.get_running_loop().create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.cancel)
@@ -99,7 +144,7 @@ async def main() -> None:
         handler,
         "127.0.0.1",
         0,
-        compression=None,  # no permessage-deflate
+        **compression_options(args),
         max_size=MAX_SIZE,
         ping_interval=None,  # no unsolicited keepalive pings
         close_timeout=5,
@@ -113,6 +158,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 1:
-        sys.exit("usage: py_server.py   (takes no arguments)")
-    asyncio.run(main())
+    asyncio.run(main(parse_args()))

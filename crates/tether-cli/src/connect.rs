@@ -28,7 +28,7 @@ pub(crate) enum EventsFormat {
 /// Options of `tether connect`.
 #[derive(Args)]
 pub(crate) struct ConnectArgs {
-    /// The server's URL, ws://[user:password@]host[:port]/path.
+    /// The server's URL, ws://[user:password@]host[:port]/path (or wss:// for TLS).
     url: String,
     /// Send every message received back to the server, until it closes
     /// (for conformance tests such as Autobahn).
@@ -43,6 +43,23 @@ pub(crate) struct ConnectArgs {
     /// The Origin header.
     #[arg(long)]
     origin: Option<String>,
+    /// Connect through this proxy: http://, socks5:// or socks5h://, with
+    /// optional user:password@ (default: the proxy the environment names in
+    /// ws_proxy, wss_proxy, socks_proxy, https_proxy, http_proxy, all_proxy,
+    /// unless no_proxy matches).
+    #[arg(long, value_name = "URL", conflicts_with = "no_proxy")]
+    proxy: Option<String>,
+    /// Connect directly, ignoring the proxy environment variables.
+    #[arg(long)]
+    no_proxy: bool,
+    /// wss://: also trust the CA certificates of this PEM file (besides the
+    /// system's).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
+    /// INSECURE, TESTS ONLY: accept any certificate (self-signed, expired,
+    /// for another host). Anyone on the path can read and change the traffic.
+    #[arg(long)]
+    insecure: bool,
     /// Open timeout in seconds: DNS, TCP and the upgrade (0 or "none": no timeout).
     #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_duration)]
     open_timeout: Secs,
@@ -95,7 +112,9 @@ fn exit_for(e: &Error) -> u8 {
 /// The error in plain words; for a refusal of credentials, which credential
 /// headers were sent (values redacted).
 fn describe(e: &Error, credentials: &[String]) -> String {
-    let refused = e.is_auth_refused() || e.last_error().is_some_and(|l| l.is_auth_refused());
+    // A proxy's refusal already names the proxy URL's credentials.
+    let by_server = |e: &Error| e.is_auth_refused() && !e.is_proxy();
+    let refused = by_server(e) || e.last_error().is_some_and(by_server);
     if !refused {
         return e.to_string();
     }
@@ -150,6 +169,22 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
     }
     if let Some(o) = &args.origin {
         builder = builder.origin(o.clone());
+    }
+    if let Some(p) = &args.proxy {
+        builder = builder.proxy(p.clone());
+    } else if args.no_proxy {
+        builder = builder.no_proxy();
+    }
+    if let Some(ca) = &args.ca {
+        builder = match builder.add_root_certificate_pem_file(ca) {
+            Ok(b) => b,
+            Err(e) => return usage(e.to_string()),
+        };
+    }
+    if args.insecure {
+        // On standard error even with --events json: never silent.
+        eprintln!("* WARNING: --insecure: the server's certificate is NOT verified (tests only)");
+        builder = builder.danger_accept_invalid_certs(true);
     }
     if args.reconnect {
         let policy = match policy(&args, out.clone()) {

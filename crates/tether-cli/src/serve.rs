@@ -20,6 +20,13 @@ pub(crate) struct ServeArgs {
     /// Send every message to every connected peer.
     #[arg(long)]
     broadcast: bool,
+    /// Serve TLS (wss://) with this certificate chain (PEM, leaf first);
+    /// needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     #[command(flatten)]
     limits: Limits,
 }
@@ -31,7 +38,17 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
         eprintln!("tether: choose what the server does: --echo or --broadcast");
         return ExitCode::from(EXIT_USAGE);
     }
-    let builder = ServerBuilder::new().config(socket_config(&args.limits));
+    let mut builder = ServerBuilder::new().config(socket_config(&args.limits));
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        builder = match builder.tls_pem(cert, key) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("tether: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        };
+    }
+    let scheme = if args.tls_cert.is_some() { "wss" } else { "ws" };
     let peers: Peers = Arc::default();
     let ids = Arc::new(AtomicU64::new(0));
     let broadcast = args.broadcast;
@@ -62,7 +79,7 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_ERROR);
         }
     };
-    println!("listening on ws://{}/", server.local_addr());
+    println!("listening on {scheme}://{}/", server.local_addr());
     let _ = tokio::signal::ctrl_c().await;
     eprintln!("* shutting down (close 1001 to every client)");
     server.shutdown().await;

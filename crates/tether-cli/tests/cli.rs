@@ -409,6 +409,85 @@ async fn usage_errors_exit_2() {
     assert_eq!(run.code, 2, "--max-attempts needs --reconnect");
 }
 
+/// TLS: `serve --tls-cert --tls-key`, and `connect --ca`; without the CA a
+/// fatal TLS error (also with --reconnect: exit 1 at once, not 4);
+/// `--insecure` connects, with a warning.
+#[tokio::test]
+async fn tls_serve_and_connect() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("tether-cli-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_string_lossy().into_owned()
+    };
+    let ca_file = write("ca.pem", &ca.pem());
+    let cert_file = write("cert.pem", &cert.pem());
+    let key_file = write("key.pem", &key.serialize_pem());
+
+    let mut server = Command::new(BIN)
+        .args([
+            "serve",
+            "--echo",
+            "--tls-cert",
+            &cert_file,
+            "--tls-key",
+            &key_file,
+        ])
+        .arg("127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let first = lines.next_line().await.unwrap().unwrap();
+    let url = first.strip_prefix("listening on ").unwrap().to_string();
+    assert!(url.starts_with("wss://127.0.0.1:"), "{first}");
+
+    let run = tether(
+        &["connect", "--ca", &ca_file, &url],
+        "secure hello\n",
+        false,
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("< secure hello\n"), "{}", run.stdout);
+
+    let run = tether(&["connect", &url], "x\n", false).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("UnknownIssuer"), "{}", run.stderr);
+
+    let mut args = vec!["connect", "--events", "json"];
+    args.extend_from_slice(FAST);
+    args.push(&url);
+    let run = tether(&args, "", false).await;
+    assert_eq!(run.code, 1, "fatal at once: {}", run.stdout);
+    assert_eq!(run.of("connecting").len(), 1, "{}", run.stdout);
+    assert!(run.of("retry").is_empty(), "{}", run.stdout);
+    assert!(run.of("fatal")[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("certificate not trusted"));
+
+    let run = tether(&["connect", "--insecure", &url], "anyway\n", false).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("< anyway\n"), "{}", run.stdout);
+    assert!(run.stderr.contains("WARNING: --insecure"), "{}", run.stderr);
+
+    let run = tether(&["connect", "--ca", "/nonexistent/ca.pem", &url], "", false).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn the_demo_tells_the_whole_story_and_passes() {
     let run = tether(&["demo"], "", false).await;

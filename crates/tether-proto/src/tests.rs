@@ -490,9 +490,7 @@ fn test_deflate_rsv1_on_continuation_or_control_fails() {
 
 #[test]
 fn test_deflate_bomb_fails_with_1009_while_inflating() {
-    let mut cfg = Config::default();
-    cfg.max_message_size = 1 << 20;
-    let mut s = Connection::server(cfg);
+    let mut s = Connection::server(Config::default().with_max_message_size(1 << 20));
     s.set_negotiated(Negotiated {
         deflate: Some(deflate::DeflateParams::default()),
         ..Negotiated::default()

@@ -37,9 +37,11 @@ pub async fn connect(url: &str) -> Result<WebSocket> {
     ClientBuilder::new(url).connect().await
 }
 
-/// A parsed `ws://` URL.
+/// A parsed `ws://` or `wss://` URL.
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
+    /// `wss://`: TLS before the upgrade.
+    pub(crate) tls: bool,
     pub(crate) host: String,
     pub(crate) port: u16,
     pub(crate) host_header: String,
@@ -51,14 +53,19 @@ pub(crate) fn parse_url(raw: &str) -> Result<Target> {
     let invalid =
         |why: &str| Error::msg(ErrorKind::InvalidUrl, format!("invalid URL: {why}")).with_url(raw);
     let url = url::Url::parse(raw).map_err(|e| invalid(&e.to_string()))?;
-    let default_port = match url.scheme() {
-        "ws" => 80,
+    let (tls, default_port) = match url.scheme() {
+        "ws" => (false, 80),
+        "wss" if cfg!(feature = "rustls") => (true, 443),
         "wss" => {
             return Err(invalid(
-                "wss:// needs TLS, which this build does not support yet",
+                "wss:// needs TLS: build tether with its `tls` feature",
             ))
         }
-        other => return Err(invalid(&format!("unsupported scheme {other:?}; use ws://"))),
+        other => {
+            return Err(invalid(&format!(
+                "unsupported scheme {other:?}; use ws:// or wss://"
+            )))
+        }
     };
     if url.fragment().is_some() {
         return Err(invalid("a WebSocket URL has no fragment"));
@@ -95,6 +102,7 @@ pub(crate) fn parse_url(raw: &str) -> Result<Target> {
         None
     };
     Ok(Target {
+        tls,
         host,
         port,
         host_header,
@@ -166,6 +174,9 @@ pub struct ClientBuilder {
     user_agent: Option<String>,
     open_timeout: Option<Duration>,
     config: Config,
+    /// TLS settings for `wss://` (set in `crate::tls`).
+    pub(crate) tls: crate::tls::ClientTls,
+    proxy: crate::proxy::ProxySetting,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -180,6 +191,8 @@ impl std::fmt::Debug for ClientBuilder {
             )
             .field("open_timeout", &self.open_timeout)
             .field("config", &self.config)
+            .field("tls", &self.tls)
+            .field("proxy", &self.proxy)
             .finish()
     }
 }
@@ -197,6 +210,8 @@ impl ClientBuilder {
             user_agent: Some(USER_AGENT.to_string()),
             open_timeout: Some(Duration::from_secs(10)),
             config: Config::default(),
+            tls: Default::default(),
+            proxy: Default::default(),
         }
     }
 
@@ -340,7 +355,25 @@ impl ClientBuilder {
         self
     }
 
-    /// Bounds DNS, TCP and the HTTP upgrade together (default 10 s).
+    /// Connects through this proxy (`http://`, `socks5://` or `socks5h://`,
+    /// with optional `user:password@`), for every target, instead of the
+    /// one the environment chooses. The URL is checked when connecting: an
+    /// invalid one fails the attempt with [`ErrorKind::InvalidUrl`]. See
+    /// [`crate::proxy`].
+    pub fn proxy(mut self, url: impl Into<String>) -> Self {
+        self.proxy = crate::proxy::ProxySetting::Url(url.into());
+        self
+    }
+
+    /// Connects directly, ignoring the proxy variables of the environment
+    /// (`https_proxy`, `http_proxy`...) and any earlier [`ClientBuilder::proxy`].
+    /// By default the environment chooses ([`crate::proxy::from_env`]).
+    pub fn no_proxy(mut self) -> Self {
+        self.proxy = crate::proxy::ProxySetting::Off;
+        self
+    }
+
+    /// Bounds DNS, TCP, TLS and the HTTP upgrade together (default 10 s).
     pub fn open_timeout(mut self, t: Option<Duration>) -> Self {
         self.open_timeout = t;
         self
@@ -390,13 +423,15 @@ impl ClientBuilder {
     }
 
     /// Opens the connection: resolves the host, tries each address in turn,
-    /// performs the upgrade, all within the open timeout.
+    /// performs the TLS handshake for `wss://`, then the upgrade, all within
+    /// the open timeout.
     ///
     /// # Errors
     /// [`ErrorKind::InvalidUrl`], [`ErrorKind::Dns`], [`ErrorKind::Connect`]
     /// (refused, reset, or closed during the handshake),
-    /// [`ErrorKind::Timeout`], [`ErrorKind::HttpStatus`] (with the response),
-    /// [`ErrorKind::Handshake`].
+    /// [`ErrorKind::Tls`] (certificate or host name not verified, TLS
+    /// refused), [`ErrorKind::Timeout`], [`ErrorKind::HttpStatus`] (with the
+    /// response), [`ErrorKind::Handshake`].
     ///
     /// # Cancel safety
     /// Cancelling drops the attempt.
@@ -471,7 +506,8 @@ impl ClientBuilder {
                 status,
                 err.response().and_then(|r| r.header_str("location")),
             ) {
-                (301 | 302 | 303 | 307 | 308, Some(l)) => l.to_string(),
+                // A proxy's redirect is not the server's: not followed.
+                (301 | 302 | 303 | 307 | 308, Some(l)) if !err.is_proxy() => l.to_string(),
                 _ => return Err(err.with_url(&url)),
             };
             if hop == MAX_REDIRECTS {
@@ -506,8 +542,20 @@ impl ClientBuilder {
     }
 
     async fn open(&self, target: &Target, headers: &HeaderMap) -> Result<(WebSocket, Response)> {
-        let tcp = connect_tcp(&target.host, target.port).await?;
-        self.handshake(Stream::Tcp(tcp), target, headers).await
+        let tcp = crate::proxy::connect(
+            &self.proxy,
+            &target.host,
+            target.port,
+            target.tls,
+            self.user_agent.as_deref(),
+        )
+        .await?;
+        let io = if target.tls {
+            crate::tls::connect(&self.tls, tcp, &target.host).await?
+        } else {
+            Stream::Tcp(tcp)
+        };
+        self.handshake(io, target, headers).await
     }
 
     pub(crate) fn request(&self, target: &Target, headers: &HeaderMap) -> ClientRequest {
@@ -554,8 +602,12 @@ impl ClientBuilder {
         let accepted = loop {
             buf.clear();
             let n = io.read_buf(&mut buf).await.map_err(|e| {
-                Error::io(ErrorKind::Connect, e)
-                    .with_message("connection lost during the opening handshake")
+                // A TLS alert here (TLS 1.3 servers refuse a client
+                // certificate after the handshake) is ErrorKind::Tls.
+                crate::tls::refusal(e, &target.host).unwrap_or_else(|e| {
+                    Error::io(ErrorKind::Connect, e)
+                        .with_message("connection lost during the opening handshake")
+                })
             })?;
             let progress = if n == 0 {
                 hs.receive_eof()

@@ -99,6 +99,16 @@ struct Inner {
     url: Option<String>,
     attempts: Option<u32>,
     last: Option<Error>,
+    proxy: ProxyMark,
+}
+
+/// Whether an error came from a proxy ([`Error::is_proxy`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProxyMark {
+    No,
+    Yes,
+    /// The proxy refused the credentials (HTTP 407, SOCKS5 authentication).
+    AuthRefused,
 }
 
 impl Error {
@@ -112,6 +122,7 @@ impl Error {
             url: None,
             attempts: None,
             last: None,
+            proxy: ProxyMark::No,
         }))
     }
 
@@ -153,10 +164,22 @@ impl Error {
         );
         e.0.response = last.0.response.clone();
         e.0.close = last.0.close.clone();
+        e.0.proxy = last.0.proxy;
 
         e.0.attempts = Some(attempts);
         e.0.last = Some(last);
         e
+    }
+
+    /// Marks the error as coming from a proxy; `auth_refused` when the proxy
+    /// refused the credentials.
+    pub(crate) fn with_proxy(mut self, auth_refused: bool) -> Self {
+        self.0.proxy = if auth_refused {
+            ProxyMark::AuthRefused
+        } else {
+            ProxyMark::Yes
+        };
+        self
     }
 
     pub(crate) fn with_attempts(mut self, n: u32) -> Self {
@@ -176,6 +199,7 @@ impl Error {
             url: None,
             attempts: self.0.attempts,
             last: self.0.last.as_ref().map(|l| l.duplicate()),
+            proxy: self.0.proxy,
         }))
     }
 
@@ -265,9 +289,24 @@ impl Error {
         self.0.url.as_deref()
     }
 
-    /// True when the server refused the credentials (HTTP 401 or 403).
+    /// True when the server refused the credentials (HTTP 401 or 403), or a
+    /// proxy refused them (HTTP 407, or 401, from an HTTP proxy; a SOCKS5
+    /// proxy's username/password refusal); [`Error::is_proxy`] tells which.
     pub fn is_auth_refused(&self) -> bool {
-        matches!(self.status(), Some(401 | 403))
+        match self.0.proxy {
+            ProxyMark::No => matches!(self.status(), Some(401 | 403 | 407)),
+            // A proxy's 403 (a destination it blocks) is not about credentials.
+            ProxyMark::Yes => false,
+            ProxyMark::AuthRefused => true,
+        }
+    }
+
+    /// True when the error came from a proxy or from the way to it: the
+    /// proxy could not be reached, refused the tunnel ([`Error::status`] and
+    /// [`Error::response`] are then the proxy's), or answered invalidly; or
+    /// the proxy URL is invalid. See [`crate::proxy`].
+    pub fn is_proxy(&self) -> bool {
+        self.0.proxy != ProxyMark::No
     }
 }
 

@@ -6,7 +6,13 @@
 //! - [`connect`] / [`ClientBuilder`] open a client connection;
 //! - [`serve`] / [`ServerBuilder`] / [`accept`] accept connections;
 //! - [`WebSocket`] is a `Stream` of [`Message`]s and a `Sink` of them, with
-//!   `recv`, `send`, `ping`, `close`, and `split` into a reader and a writer.
+//!   `recv`, `send`, `ping`, `close`, and `split` into a reader and a writer;
+//! - `wss://` and TLS servers (feature `tls`, on by default; rustls with
+//!   `ring`): `ClientBuilder::add_root_certificate_pem_file`,
+//!   `ClientBuilder::danger_accept_invalid_certs` (tests only),
+//!   `ServerBuilder::tls_pem`. Cargo features: `tls` (the platform's trust
+//!   store), `webpki-roots` (Mozilla's roots compiled in), `rustls` (no
+//!   built-in roots).
 //!
 //! The protocol itself lives in the sans-I/O crate [`tether_proto`]; this
 //! crate moves bytes between it and tokio.
@@ -37,9 +43,11 @@
 
 mod client;
 mod error;
+pub mod proxy;
 pub mod reconnect;
 mod server;
 mod socket;
+mod tls;
 mod transport;
 
 pub use client::{connect, ClientBuilder, CredentialsRequest};

@@ -2,7 +2,6 @@
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::socket::{Config, WebSocket};
-use crate::transport::Stream;
 use bytes::BytesMut;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,7 +10,7 @@ use std::time::Duration;
 use tether_proto::handshake::{Request, Response, ServerHandshake};
 use tether_proto::Connection;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -60,6 +59,8 @@ pub struct ServerBuilder {
     subprotocols: Vec<String>,
     process_request: Option<Arc<ProcessRequest>>,
     open_timeout: Option<Duration>,
+    /// The certificate and key for TLS (set in `crate::tls`).
+    pub(crate) tls: Option<crate::tls::ServerTls>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -68,6 +69,7 @@ impl std::fmt::Debug for ServerBuilder {
             .field("config", &self.config)
             .field("subprotocols", &self.subprotocols)
             .field("open_timeout", &self.open_timeout)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -81,14 +83,17 @@ impl Default for ServerBuilder {
 impl ServerBuilder {
     /// The defaults: open timeout 10 s, max message 1 MiB, close timeout 10 s.
     pub fn new() -> Self {
-        let mut config = Config::default();
         // As websockets: accept compression, with a 12-bit server window.
-        config.compression = Some(tether_proto::deflate::DeflateConfig::server_default());
+        let config = Config {
+            compression: Some(tether_proto::deflate::DeflateConfig::server_default()),
+            ..Config::default()
+        };
         ServerBuilder {
             config,
             subprotocols: Vec::new(),
             process_request: None,
             open_timeout: Some(Duration::from_secs(10)),
+            tls: None,
         }
     }
 
@@ -117,7 +122,8 @@ impl ServerBuilder {
         self
     }
 
-    /// Bounds the time a client has to send its upgrade request (default 10 s).
+    /// Bounds the time a client has to complete the TLS handshake (with a
+    /// certificate) and send its upgrade request (default 10 s).
     pub fn open_timeout(mut self, t: Option<Duration>) -> Self {
         self.open_timeout = t;
         self
@@ -148,7 +154,9 @@ impl ServerBuilder {
         self
     }
 
-    /// Performs the server handshake on `io`.
+    /// Performs the server handshake on `io`, as it is: the TLS settings
+    /// (`ServerBuilder::tls_pem`) do not apply here (`io` may already be a
+    /// TLS stream of yours); [`ServerBuilder::accept_tcp`] applies them.
     ///
     /// An invalid request is answered with 400, 405, 414, 426, 431 or 505
     /// before the error is returned.
@@ -170,6 +178,42 @@ impl ServerBuilder {
         shutdown: Option<&CancellationToken>,
     ) -> Result<WebSocket<S>> {
         let fut = self.handshake(io, shutdown);
+        match self.open_timeout {
+            Some(t) => tokio::time::timeout(t, fut).await.unwrap_or_else(|_| {
+                Err(Error::msg(
+                    ErrorKind::Timeout,
+                    "client did not complete the handshake in time",
+                ))
+            }),
+            None => fut.await,
+        }
+    }
+
+    /// Accepts a WebSocket connection on a TCP connection from a listener of
+    /// yours, as [`ServerBuilder::serve`] does: the TLS handshake first when
+    /// the server has a certificate (`ServerBuilder::tls_pem`), then the
+    /// upgrade, both within the open timeout.
+    ///
+    /// # Errors
+    /// As [`ServerBuilder::accept`], and [`ErrorKind::Tls`] when the TLS
+    /// handshake fails (the client refused the certificate, or does not
+    /// speak TLS).
+    ///
+    /// # Cancel safety
+    /// Cancelling drops the connection.
+    pub async fn accept_tcp(&self, tcp: TcpStream) -> Result<WebSocket> {
+        self.accept_tcp_inner(tcp, None).await
+    }
+
+    async fn accept_tcp_inner(
+        &self,
+        tcp: TcpStream,
+        shutdown: Option<&CancellationToken>,
+    ) -> Result<WebSocket> {
+        let fut = async {
+            let io = crate::tls::accept(self.tls.as_ref(), tcp).await?;
+            self.handshake(io, shutdown).await
+        };
         match self.open_timeout {
             Some(t) => tokio::time::timeout(t, fut).await.unwrap_or_else(|_| {
                 Err(Error::msg(
@@ -240,7 +284,10 @@ impl ServerBuilder {
             .await
             .map_err(|e| Error::io(ErrorKind::Connect, e))?;
         let mut conn = Connection::server(self.config.proto());
-        conn.set_negotiated(tether_proto::Negotiated { deflate, ..Default::default() });
+        conn.set_negotiated(tether_proto::Negotiated {
+            deflate,
+            ..Default::default()
+        });
         let mut ws = WebSocket::from_parts(io, conn, leftover, Arc::new(self.config.clone()));
         ws.set_subprotocol(subprotocol);
         ws.set_request(request);
@@ -248,6 +295,9 @@ impl ServerBuilder {
     }
 
     /// Listens on `addr` and runs `handler` on a task for each connection.
+    /// With a certificate (`ServerBuilder::tls_pem`) every connection is
+    /// TLS first, and the handler's socket is over
+    /// [`Stream::Tls`](crate::Stream).
     ///
     /// Returns once listening; the [`Server`] handle gives the address and a
     /// graceful [`Server::shutdown`].
@@ -317,7 +367,7 @@ async fn accept_loop<H, F>(
         let handler = handler.clone();
         let token = token.clone();
         tasks.spawn(async move {
-            match builder.accept_inner(Stream::Tcp(tcp), Some(&token)).await {
+            match builder.accept_tcp_inner(tcp, Some(&token)).await {
                 Ok(mut ws) => {
                     tracing::debug!(%peer, "connection open");
                     ws.set_shutdown(token);

@@ -437,13 +437,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    let err = self.end_error(self.convert(e));
+                    let err = self.end_error(Error::from(e));
                     // Send the close frame and drop the transport before
                     // reporting, so the peer sees the right code.
                     self.finish = Finish::Flush;
-                    if self.poll_finish(cx, who).is_pending() {
-                        // Finish later; report now.
-                    }
+                    // If the transport is not ready, the rest of the
+                    // closing happens on the next poll; report now.
+                    let _ = self.poll_finish(cx, who);
                     return Poll::Ready(Some(Err(err)));
                 }
             }
@@ -485,10 +485,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
             )
             .with_source(e);
         self.end_error(err)
-    }
-
-    fn convert(&self, e: tether_proto::Error) -> Error {
-        Error::from(e)
     }
 
     fn send_error(&self) -> Error {

@@ -102,6 +102,12 @@ impl ServerHandshake {
     /// [`ServerHandshake::reject`].
     pub fn receive(&mut self, data: &[u8]) -> Result<Option<(Request, Bytes)>, HandshakeError> {
         self.buf.extend_from_slice(data);
+        // A request starts with a method token; anything else (a TLS
+        // ClientHello, binary garbage) fails at once instead of waiting for
+        // a blank line that will never come.
+        if self.buf.first().is_some_and(|b| !b.is_ascii_uppercase()) {
+            return Err(HandshakeError::Malformed("not an HTTP request".into()));
+        }
         let Some(head_len) = scan_head(&self.buf)? else {
             return Ok(None);
         };
@@ -245,6 +251,15 @@ Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSoc
         rest.extend_from_slice(b"\x81\x80");
         let (_, left) = hs.receive(&rest).unwrap().unwrap();
         assert_eq!(&left[..], b"\x81\x80");
+    }
+
+    #[test]
+    fn non_http_bytes_fail_at_once() {
+        // The first bytes of a TLS ClientHello.
+        let e = ServerHandshake::new()
+            .receive(&[0x16, 0x03, 0x01])
+            .unwrap_err();
+        assert_eq!(e.http_status(), 400);
     }
 
     #[test]

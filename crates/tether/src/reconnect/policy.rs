@@ -325,7 +325,9 @@ impl Planner {
         self.failures += 1;
         self.failed_attempts += 1;
         self.run_started.get_or_insert_with(Instant::now);
-        let refused = err.is_auth_refused();
+        // A proxy's refusal (407) is not the server's: the provider's headers
+        // go to the server, so refreshing them cannot help.
+        let refused = err.is_auth_refused() && !err.is_proxy();
         // With a credentials provider, a 401/403 gets one refresh and one
         // immediate retry; a second refusal in a row goes to the policy.
         if refused && self.has_provider && !self.refreshed {

@@ -1,0 +1,749 @@
+//! TLS for `wss://` clients and for servers: rustls with the `ring` crypto
+//! provider, set explicitly on every configuration (no process-wide default
+//! provider is installed or needed).
+//!
+//! - The client trusts the platform's certificate store (feature `tls`) and/or
+//!   Mozilla's roots compiled in (feature `webpki-roots`), plus the roots given
+//!   to [`ClientBuilder::add_root_certificate_pem_file`] and its siblings. It
+//!   sends SNI (for host names, not for IP addresses) and offers ALPN
+//!   `http/1.1`.
+//! - A server given a certificate ([`ServerBuilder::tls_pem`]) accepts TLS
+//!   before the WebSocket upgrade, within the open timeout.
+//! - Certificate and host-name failures are [`ErrorKind::Tls`], which the
+//!   reconnect policy treats as fatal. The [`Error`]'s source is a
+//!   `rustls::Error` (one level down the `source()` chain).
+//!
+//! Without the TLS features the types below are empty stand-ins, so that the
+//! client and server code need no `cfg`.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::transport::Stream;
+use tokio::net::TcpStream;
+
+#[cfg(not(feature = "rustls"))]
+pub(crate) use disabled::*;
+#[cfg(feature = "rustls")]
+pub(crate) use enabled::*;
+
+#[cfg(not(feature = "rustls"))]
+mod disabled {
+    use super::*;
+
+    /// TLS settings of a client: none without the TLS features.
+    #[derive(Debug, Clone, Default)]
+    pub(crate) struct ClientTls;
+
+    /// TLS settings of a server: cannot exist without the TLS features.
+    #[derive(Debug, Clone)]
+    pub(crate) enum ServerTls {}
+
+    /// Unreachable in practice: `parse_url` refuses `wss://` in this build.
+    pub(crate) async fn connect(_: &ClientTls, _: TcpStream, _: &str) -> Result<Stream> {
+        Err(Error::msg(
+            ErrorKind::InvalidUrl,
+            "wss:// needs TLS: build tether with the `tls` feature",
+        ))
+    }
+
+    /// No TLS, so never a TLS refusal.
+    pub(crate) fn refusal(
+        e: std::io::Error,
+        _host: &str,
+    ) -> std::result::Result<Error, std::io::Error> {
+        Err(e)
+    }
+
+    pub(crate) async fn accept(tls: Option<&ServerTls>, tcp: TcpStream) -> Result<Stream> {
+        match tls {
+            None => Ok(Stream::Tcp(tcp)),
+            Some(never) => match *never {},
+        }
+    }
+}
+
+#[cfg(feature = "rustls")]
+mod enabled {
+    use super::*;
+    use crate::client::ClientBuilder;
+    use crate::server::ServerBuilder;
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+    use rustls::{
+        ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme,
+    };
+    use std::fmt;
+    use std::path::Path;
+    use std::sync::{Arc, OnceLock};
+
+    /// The ALPN protocol offered by the client and accepted by the server.
+    const ALPN_HTTP11: &[u8] = b"http/1.1";
+
+    /// The crypto provider of every configuration: `ring`.
+    fn provider() -> Arc<CryptoProvider> {
+        static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+        PROVIDER
+            .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+            .clone()
+    }
+
+    fn config_error(what: impl fmt::Display) -> Error {
+        Error::msg(ErrorKind::Config, format!("TLS configuration: {what}"))
+    }
+
+    fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
+        std::fs::read(path).map_err(|e| {
+            Error::io(ErrorKind::Config, e)
+                .with_message(format!("could not read the {what} {}", path.display()))
+        })
+    }
+
+    /// Every certificate in a PEM text.
+    fn certs_from_pem(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>> {
+        let certs = CertificateDer::pem_slice_iter(pem)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| config_error(format!("invalid PEM in the {what}: {e}")))?;
+        if certs.is_empty() {
+            return Err(config_error(format!(
+                "no certificate (-----BEGIN CERTIFICATE-----) in the {what}"
+            )));
+        }
+        Ok(certs)
+    }
+
+    /// The first private key (PKCS#8, PKCS#1 or SEC1) in a PEM text.
+    fn key_from_pem(pem: &[u8], what: &str) -> Result<PrivateKeyDer<'static>> {
+        PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
+            rustls::pki_types::pem::Error::NoItemsFound => config_error(format!(
+                "no private key (-----BEGIN PRIVATE KEY-----) in the {what}"
+            )),
+            e => config_error(format!("invalid PEM in the {what}: {e}")),
+        })
+    }
+
+    fn key_from_der(der: Vec<u8>) -> Result<PrivateKeyDer<'static>> {
+        PrivateKeyDer::try_from(der)
+            .map_err(|e| config_error(format!("invalid private key (DER): {e}")))
+    }
+
+    /// Checks that the chain and key go together and that the key is usable.
+    fn check_cert_and_key(
+        chain: &[CertificateDer<'static>],
+        key: &PrivateKeyDer<'static>,
+    ) -> Result<()> {
+        rustls::sign::CertifiedKey::from_der(chain.to_vec(), key.clone_key(), &provider())
+            .map(|_| ())
+            .map_err(|e| config_error(format!("certificate and private key: {e}")))
+    }
+
+    // -----------------------------------------------------------------------
+    // Client
+    // -----------------------------------------------------------------------
+
+    /// The TLS settings of a [`ClientBuilder`], and the rustls configuration
+    /// built from them (once, shared by the builder's clones until a setting
+    /// changes).
+    #[derive(Clone)]
+    pub(crate) struct ClientTls {
+        extra_roots: Vec<CertificateDer<'static>>,
+        built_in_roots: bool,
+        client_auth: Option<(Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>)>,
+        accept_invalid_certs: bool,
+        cache: Arc<OnceLock<Arc<ClientConfig>>>,
+    }
+
+    impl Default for ClientTls {
+        fn default() -> Self {
+            ClientTls {
+                extra_roots: Vec::new(),
+                built_in_roots: true,
+                client_auth: None,
+                accept_invalid_certs: false,
+                cache: Arc::default(),
+            }
+        }
+    }
+
+    impl fmt::Debug for ClientTls {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            // Never the key.
+            f.debug_struct("ClientTls")
+                .field("extra_roots", &self.extra_roots.len())
+                .field("built_in_roots", &self.built_in_roots)
+                .field("client_certificate", &self.client_auth.is_some())
+                .field("danger_accept_invalid_certs", &self.accept_invalid_certs)
+                .finish()
+        }
+    }
+
+    impl ClientTls {
+        /// A setting changes: the cached configuration no longer applies.
+        fn changed(&mut self) -> &mut Self {
+            self.cache = Arc::default();
+            self
+        }
+
+        fn config(&self) -> Result<Arc<ClientConfig>> {
+            if let Some(c) = self.cache.get() {
+                return Ok(c.clone());
+            }
+            let config = Arc::new(self.build()?);
+            Ok(self.cache.get_or_init(|| config).clone())
+        }
+
+        fn build(&self) -> Result<ClientConfig> {
+            let provider = provider();
+            let builder = ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(config_error)?;
+            let builder = if self.accept_invalid_certs {
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+            } else {
+                let mut roots = if self.built_in_roots {
+                    RootCertStore::clone(&built_in_roots())
+                } else {
+                    RootCertStore::empty()
+                };
+                for cert in &self.extra_roots {
+                    roots.add(cert.clone()).map_err(config_error)?;
+                }
+                if roots.is_empty() {
+                    tracing::warn!(
+                        "no trusted root certificates: every wss:// server will be refused \
+                         (add roots with ClientBuilder::add_root_certificate_*, or enable \
+                         tether's `tls` or `webpki-roots` feature)"
+                    );
+                }
+                builder.with_root_certificates(roots)
+            };
+            let mut config = match &self.client_auth {
+                Some((chain, key)) => builder
+                    .with_client_auth_cert(chain.clone(), key.clone_key())
+                    .map_err(|e| config_error(format!("client certificate: {e}")))?,
+                None => builder.with_no_client_auth(),
+            };
+            config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+            Ok(config)
+        }
+    }
+
+    /// The roots trusted by default: the platform's store (feature `tls`)
+    /// and Mozilla's roots (feature `webpki-roots`), loaded once.
+    fn built_in_roots() -> Arc<RootCertStore> {
+        static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+        ROOTS
+            .get_or_init(|| {
+                #[allow(unused_mut)]
+                let mut roots = RootCertStore::empty();
+                #[cfg(feature = "tls")]
+                {
+                    let found = rustls_native_certs::load_native_certs();
+                    for e in &found.errors {
+                        tracing::warn!(error = %e, "could not read part of the platform's certificate store");
+                    }
+                    let (added, ignored) = roots.add_parsable_certificates(found.certs);
+                    tracing::debug!(added, ignored, "loaded the platform's root certificates");
+                    if added == 0 {
+                        tracing::warn!(
+                            "the platform's certificate store has no usable certificate \
+                             (is the ca-certificates package installed?)"
+                        );
+                    }
+                }
+                #[cfg(feature = "webpki-roots")]
+                roots
+                    .roots
+                    .extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+                Arc::new(roots)
+            })
+            .clone()
+    }
+
+    /// `danger_accept_invalid_certs`: any certificate, for any name; the
+    /// handshake signatures are still checked (the peer holds the key of the
+    /// certificate it sent, whatever that certificate is).
+    #[derive(Debug)]
+    struct AcceptAnyCertificate(Arc<CryptoProvider>);
+
+    impl ServerCertVerifier for AcceptAnyCertificate {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp_response: &[u8],
+            _now: UnixTime,
+        ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    /// The TLS handshake of a `wss://` connection, with SNI for `host`.
+    pub(crate) async fn connect(tls: &ClientTls, tcp: TcpStream, host: &str) -> Result<Stream> {
+        let config = tls.config()?;
+        if tls.accept_invalid_certs {
+            tracing::warn!(
+                host,
+                "danger_accept_invalid_certs: the server's certificate is NOT verified"
+            );
+        }
+        let name = ServerName::try_from(host.to_string()).map_err(|_| {
+            Error::msg(
+                ErrorKind::InvalidUrl,
+                format!("{host:?} is not a valid TLS server name"),
+            )
+        })?;
+        match tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+        {
+            Ok(s) => Ok(Stream::Tls(Box::new(s.into()))),
+            Err(e) => Err(handshake_error(e, Peer::Server(host.to_string()))),
+        }
+    }
+
+    /// TLS options of the client (feature `tls`, on by default).
+    impl ClientBuilder {
+        /// Trusts the CA certificates of a PEM file (one or more
+        /// `-----BEGIN CERTIFICATE-----` sections) for `wss://`, besides the
+        /// built-in roots.
+        ///
+        /// ```no_run
+        /// # async fn run() -> tether::Result<()> {
+        /// let ws = tether::ClientBuilder::new("wss://internal.example:8443/feed")
+        ///     .add_root_certificate_pem_file("ca.pem")?
+        ///     .connect()
+        ///     .await?;
+        /// # Ok(()) }
+        /// ```
+        ///
+        /// # Errors
+        /// [`ErrorKind::Config`] when the file cannot be read or holds no
+        /// valid certificate.
+        pub fn add_root_certificate_pem_file(self, path: impl AsRef<Path>) -> Result<Self> {
+            let path = path.as_ref();
+            let pem = read_file(path, "root certificate file")?;
+            self.add_roots_pem(&pem, &format!("root certificate file {}", path.display()))
+        }
+
+        /// Trusts the CA certificates of a PEM text, besides the built-in
+        /// roots. See [`ClientBuilder::add_root_certificate_pem_file`].
+        ///
+        /// # Errors
+        /// [`ErrorKind::Config`] when the text holds no valid certificate.
+        pub fn add_root_certificate_pem(self, pem: &[u8]) -> Result<Self> {
+            self.add_roots_pem(pem, "root certificates")
+        }
+
+        fn add_roots_pem(mut self, pem: &[u8], what: &str) -> Result<Self> {
+            for cert in certs_from_pem(pem, what)? {
+                self = self.add_root(cert)?;
+            }
+            Ok(self)
+        }
+
+        /// Trusts a CA certificate in DER form, besides the built-in roots.
+        ///
+        /// # Errors
+        /// [`ErrorKind::Config`] when it is not a valid certificate.
+        pub fn add_root_certificate_der(self, der: impl Into<Vec<u8>>) -> Result<Self> {
+            self.add_root(CertificateDer::from(der.into()))
+        }
+
+        fn add_root(mut self, cert: CertificateDer<'static>) -> Result<Self> {
+            RootCertStore::empty()
+                .add(cert.clone())
+                .map_err(|e| config_error(format!("invalid root certificate: {e}")))?;
+            self.tls.changed().extra_roots.push(cert);
+            Ok(self)
+        }
+
+        /// Whether the built-in roots are trusted (default `true`): the
+        /// platform's certificate store with the `tls` feature, Mozilla's
+        /// roots with the `webpki-roots` feature. With `false`, only the
+        /// certificates added with `add_root_certificate_*` are trusted
+        /// (pinning a private CA).
+        pub fn tls_built_in_roots(mut self, enabled: bool) -> Self {
+            self.tls.changed().built_in_roots = enabled;
+            self
+        }
+
+        /// A client certificate for servers that ask for one (mutual TLS):
+        /// the certificate chain (leaf first) and the private key, each from a
+        /// PEM file.
+        ///
+        /// # Errors
+        /// [`ErrorKind::Config`] when a file cannot be read, holds no
+        /// certificate or key, or the key does not match the certificate.
+        pub fn client_certificate_pem_file(
+            self,
+            cert_path: impl AsRef<Path>,
+            key_path: impl AsRef<Path>,
+        ) -> Result<Self> {
+            let (cert_path, key_path) = (cert_path.as_ref(), key_path.as_ref());
+            let cert = read_file(cert_path, "client certificate file")?;
+            let key = read_file(key_path, "client key file")?;
+            let chain = certs_from_pem(
+                &cert,
+                &format!("client certificate file {}", cert_path.display()),
+            )?;
+            let key = key_from_pem(&key, &format!("client key file {}", key_path.display()))?;
+            self.client_auth(chain, key)
+        }
+
+        /// A client certificate from PEM texts: the chain (leaf first) and the
+        /// private key (PKCS#8, PKCS#1 or SEC1).
+        ///
+        /// # Errors
+        /// As [`ClientBuilder::client_certificate_pem_file`].
+        pub fn client_certificate_pem(self, cert_chain_pem: &[u8], key_pem: &[u8]) -> Result<Self> {
+            let chain = certs_from_pem(cert_chain_pem, "client certificate")?;
+            let key = key_from_pem(key_pem, "client key")?;
+            self.client_auth(chain, key)
+        }
+
+        /// A client certificate in DER form: the chain (leaf first) and the
+        /// private key (PKCS#8, PKCS#1 or SEC1).
+        ///
+        /// # Errors
+        /// As [`ClientBuilder::client_certificate_pem_file`].
+        pub fn client_certificate_der(
+            self,
+            cert_chain: Vec<Vec<u8>>,
+            key: Vec<u8>,
+        ) -> Result<Self> {
+            let chain = cert_chain.into_iter().map(CertificateDer::from).collect();
+            self.client_auth(chain, key_from_der(key)?)
+        }
+
+        fn client_auth(
+            mut self,
+            chain: Vec<CertificateDer<'static>>,
+            key: PrivateKeyDer<'static>,
+        ) -> Result<Self> {
+            check_cert_and_key(&chain, &key)?;
+            self.tls.changed().client_auth = Some((chain, Arc::new(key)));
+            Ok(self)
+        }
+
+        /// **For tests only.** Accepts any server certificate: self-signed,
+        /// expired, issued for another name, issued by anyone. The connection
+        /// is still encrypted, but to whoever answered: anyone on the path can
+        /// read and change it. Never use this in production; trust a private
+        /// CA with [`ClientBuilder::add_root_certificate_pem_file`] instead.
+        /// A warning is logged on each connection that uses it.
+        pub fn danger_accept_invalid_certs(mut self, accept: bool) -> Self {
+            self.tls.changed().accept_invalid_certs = accept;
+            self
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // Server
+    // -----------------------------------------------------------------------
+
+    /// The TLS configuration of a server.
+    #[derive(Clone)]
+    pub(crate) struct ServerTls {
+        config: Arc<ServerConfig>,
+    }
+
+    impl fmt::Debug for ServerTls {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("ServerTls").finish_non_exhaustive()
+        }
+    }
+
+    impl ServerTls {
+        fn new(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<Self> {
+            check_cert_and_key(&chain, &key)?;
+            let mut config = ServerConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .map_err(config_error)?
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .map_err(|e| config_error(format!("server certificate: {e}")))?;
+            config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+            Ok(ServerTls {
+                config: Arc::new(config),
+            })
+        }
+    }
+
+    /// The server side of the TLS handshake, when the server has a
+    /// certificate.
+    pub(crate) async fn accept(tls: Option<&ServerTls>, tcp: TcpStream) -> Result<Stream> {
+        let Some(tls) = tls else {
+            return Ok(Stream::Tcp(tcp));
+        };
+        let peer = tcp
+            .peer_addr()
+            .map_or_else(|_| "?".to_string(), |a| a.to_string());
+        match tokio_rustls::TlsAcceptor::from(tls.config.clone())
+            .accept(tcp)
+            .await
+        {
+            Ok(s) => Ok(Stream::Tls(Box::new(s.into()))),
+            Err(e) => Err(handshake_error(e, Peer::Client(peer))),
+        }
+    }
+
+    /// TLS options of the server (feature `tls`, on by default).
+    impl ServerBuilder {
+        /// Serves TLS (`wss://`) with the certificate chain (leaf first) and
+        /// private key of two PEM files: [`ServerBuilder::serve`] and
+        /// [`ServerBuilder::accept_tcp`] then perform the TLS handshake before
+        /// the upgrade, both within the open timeout. Clients are offered
+        /// ALPN `http/1.1`.
+        ///
+        /// ```no_run
+        /// # async fn run() -> tether::Result<()> {
+        /// let server = tether::ServerBuilder::new()
+        ///     .tls_pem("cert.pem", "key.pem")?
+        ///     .serve("0.0.0.0:443", |mut ws| async move {
+        ///         while let Some(Ok(msg)) = ws.recv().await {
+        ///             if msg.is_data() && ws.send(msg).await.is_err() {
+        ///                 break;
+        ///             }
+        ///         }
+        ///     })
+        ///     .await?;
+        /// # Ok(()) }
+        /// ```
+        ///
+        /// # Errors
+        /// [`ErrorKind::Config`] when a file cannot be read, holds no
+        /// certificate or key, or the key does not match the certificate.
+        pub fn tls_pem(
+            mut self,
+            cert_chain_path: impl AsRef<Path>,
+            key_path: impl AsRef<Path>,
+        ) -> Result<Self> {
+            let (cert_path, key_path) = (cert_chain_path.as_ref(), key_path.as_ref());
+            let cert = read_file(cert_path, "certificate file")?;
+            let key = read_file(key_path, "private key file")?;
+            let chain =
+                certs_from_pem(&cert, &format!("certificate file {}", cert_path.display()))?;
+            let key = key_from_pem(&key, &format!("private key file {}", key_path.display()))?;
+            self.tls = Some(ServerTls::new(chain, key)?);
+            Ok(self)
+        }
+
+        /// As [`ServerBuilder::tls_pem`], from PEM texts in memory.
+        ///
+        /// # Errors
+        /// As [`ServerBuilder::tls_pem`].
+        pub fn tls_pem_bytes(mut self, cert_chain_pem: &[u8], key_pem: &[u8]) -> Result<Self> {
+            let chain = certs_from_pem(cert_chain_pem, "server certificate")?;
+            let key = key_from_pem(key_pem, "server key")?;
+            self.tls = Some(ServerTls::new(chain, key)?);
+            Ok(self)
+        }
+
+        /// As [`ServerBuilder::tls_pem`], from DER: the certificate chain
+        /// (leaf first) and the private key (PKCS#8, PKCS#1 or SEC1).
+        ///
+        /// # Errors
+        /// As [`ServerBuilder::tls_pem`].
+        pub fn tls_der(mut self, cert_chain: Vec<Vec<u8>>, key: Vec<u8>) -> Result<Self> {
+            let chain = cert_chain.into_iter().map(CertificateDer::from).collect();
+            self.tls = Some(ServerTls::new(chain, key_from_der(key)?)?);
+            Ok(self)
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // Errors
+    // -----------------------------------------------------------------------
+
+    /// The other end of a failed TLS handshake.
+    #[derive(Debug)]
+    enum Peer {
+        /// This end is the client of this host.
+        Server(String),
+        /// This end is the server; the client's address.
+        Client(String),
+    }
+
+    /// A TLS handshake failure in plain words; its source is the
+    /// `rustls::Error`.
+    #[derive(Debug)]
+    struct TlsFailure {
+        peer: Peer,
+        error: rustls::Error,
+    }
+
+    impl fmt::Display for TlsFailure {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+            let (peer, whose) = match &self.peer {
+                Peer::Server(host) => (format!("the server {host}"), format!("host {host}")),
+                Peer::Client(addr) => (format!("the client {addr}"), format!("the client {addr}")),
+            };
+            match &self.error {
+                E::InvalidCertificate(C::UnknownIssuer) => write!(
+                    f,
+                    "certificate not trusted (UnknownIssuer) for {whose}: \
+                     its issuer is not among the trusted root certificates"
+                ),
+                E::InvalidCertificate(
+                    c @ (C::NotValidForName | C::NotValidForNameContext { .. }),
+                ) => {
+                    write!(
+                        f,
+                        "certificate not valid for {whose} (NotValidForName): {c}"
+                    )
+                }
+                E::InvalidCertificate(c @ (C::Expired | C::ExpiredContext { .. })) => {
+                    write!(f, "certificate expired (Expired) for {whose}: {c}")
+                }
+                E::InvalidCertificate(c @ (C::NotValidYet | C::NotValidYetContext { .. })) => {
+                    write!(
+                        f,
+                        "certificate not valid yet (NotValidYet) for {whose}: {c}"
+                    )
+                }
+                E::InvalidCertificate(c) => write!(f, "invalid certificate for {whose}: {c}"),
+                E::NoCertificatesPresented => write!(f, "{peer} presented no certificate"),
+                E::AlertReceived(A::CertificateRequired) => {
+                    write!(
+                        f,
+                        "{peer} requires a client certificate (alert CertificateRequired)"
+                    )
+                }
+                E::AlertReceived(
+                    a @ (A::UnknownCA
+                    | A::BadCertificate
+                    | A::CertificateUnknown
+                    | A::CertificateExpired
+                    | A::UnsupportedCertificate
+                    | A::AccessDenied),
+                ) => write!(f, "{peer} refused our certificate (alert {a:?})"),
+                E::AlertReceived(A::NoApplicationProtocol) => write!(
+                    f,
+                    "{peer} accepts none of the ALPN protocols offered (http/1.1)"
+                ),
+                E::AlertReceived(a) => {
+                    write!(f, "{peer} ended the TLS handshake with the alert {a:?}")
+                }
+                e @ (E::InvalidMessage(_)
+                | E::InappropriateMessage { .. }
+                | E::InappropriateHandshakeMessage { .. }) => {
+                    let hint = match self.peer {
+                        Peer::Server(_) => "is it a plain ws:// server?",
+                        Peer::Client(_) => "is it a plain ws:// client?",
+                    };
+                    write!(f, "{peer} does not speak TLS ({e}); {hint}")
+                }
+                e => write!(f, "TLS handshake with {peer} failed: {e}"),
+            }
+        }
+    }
+
+    impl std::error::Error for TlsFailure {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.error)
+        }
+    }
+
+    /// An I/O error on a `wss://` connection after the TLS handshake: the
+    /// [`ErrorKind::Tls`] error when it carries a `rustls::Error` (an alert
+    /// from the server, such as a refused client certificate), else the I/O
+    /// error back.
+    pub(crate) fn refusal(
+        e: std::io::Error,
+        host: &str,
+    ) -> std::result::Result<Error, std::io::Error> {
+        if e.get_ref().is_some_and(|i| i.is::<rustls::Error>()) {
+            Ok(handshake_error(e, Peer::Server(host.to_string())))
+        } else {
+            Err(e)
+        }
+    }
+
+    /// Classifies an I/O error of a TLS handshake: a `rustls::Error`
+    /// (tokio-rustls returns it as `io::Error(InvalidData, rustls::Error)`)
+    /// is [`ErrorKind::Tls`]; anything else (reset, EOF) is
+    /// [`ErrorKind::Connect`], which a retry may fix.
+    fn handshake_error(e: std::io::Error, peer: Peer) -> Error {
+        if e.get_ref().is_some_and(|i| i.is::<rustls::Error>()) {
+            let inner = e.into_inner().expect("checked above");
+            let error = *inner.downcast::<rustls::Error>().expect("checked above");
+            return Error::new(ErrorKind::Tls).with_source(TlsFailure { peer, error });
+        }
+        let during = match &peer {
+            Peer::Server(host) => format!("connection to {host} lost during the TLS handshake"),
+            Peer::Client(addr) => format!("client {addr} went away during the TLS handshake"),
+        };
+        Error::io(ErrorKind::Connect, e).with_message(during)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn rustls_errors_are_tls_and_others_connect() {
+            let io = std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+            );
+            let e = handshake_error(io, Peer::Server("example.com".into()));
+            assert_eq!(e.kind(), ErrorKind::Tls);
+            let shown = e.to_string();
+            assert!(
+                shown.contains("certificate not trusted (UnknownIssuer) for host example.com"),
+                "{shown}"
+            );
+            let src = std::error::Error::source(&e).and_then(|s| s.source());
+            assert!(src.is_some_and(|s| s.is::<rustls::Error>()), "{e:?}");
+
+            let io = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+            let e = handshake_error(io, Peer::Server("example.com".into()));
+            assert_eq!(e.kind(), ErrorKind::Connect);
+            assert_eq!(e.io_kind(), Some(std::io::ErrorKind::UnexpectedEof));
+        }
+
+        #[test]
+        fn debug_never_shows_the_key() {
+            let tls = ClientTls::default();
+            let s = format!("{tls:?}");
+            assert!(s.contains("client_certificate: false"), "{s}");
+        }
+    }
+}
