@@ -207,7 +207,11 @@ pub fn server_negotiate<'a>(
                 (None, _) => None,
             };
             // We may limit the client's window only if it said it can.
-            let client_bits = match (offer.client_max_window_bits, config.client_max_window_bits) {
+            // Peers cannot compress with an 8-bit window either; ask for 9 at least.
+            let client_bits = match (
+                offer.client_max_window_bits,
+                config.client_max_window_bits.map(|b| b.max(9)),
+            ) {
                 (None, _) => None,
                 (Some(0), ours) => ours.filter(|b| *b < 15),
                 (Some(asked), Some(ours)) => Some(asked.min(ours)),
@@ -348,6 +352,10 @@ impl Deflater {
 pub struct Inflater {
     z: Decompress,
     reset_each_message: bool,
+    /// The peer ended its DEFLATE stream in the current message (a block
+    /// with BFINAL set, RFC 7692 §7.2.3.4): the rest of the message is not
+    /// compressed data, and the next message starts a new stream.
+    ended: bool,
 }
 
 impl std::fmt::Debug for Inflater {
@@ -365,6 +373,7 @@ impl Inflater {
         Inflater {
             z: Decompress::new_with_window_bits(false, 15),
             reset_each_message: no_context_takeover,
+            ended: false,
         }
     }
 
@@ -377,11 +386,16 @@ impl Inflater {
         out: &mut Vec<u8>,
         limit: usize,
     ) -> Result<(), ProtocolError> {
-        self.feed(input, out, limit)?;
+        if !self.ended {
+            self.feed(input, out, limit)?;
+        }
         if last {
-            self.feed(&TAIL, out, limit)?;
-            if self.reset_each_message {
+            if !self.ended {
+                self.feed(&TAIL, out, limit)?;
+            }
+            if self.reset_each_message || self.ended {
                 self.z.reset(false);
+                self.ended = false;
             }
         }
         Ok(())
@@ -412,7 +426,8 @@ impl Inflater {
             let spare_before = out.capacity() - out.len();
             let before_in = self.z.total_in();
             let before_out = out.len();
-            self.z
+            let status = self
+                .z
                 .decompress_vec(input, out, FlushDecompress::Sync)
                 .map_err(|_| ProtocolError::Deflate("invalid compressed data"))?;
             let consumed = (self.z.total_in() - before_in) as usize;
@@ -423,6 +438,12 @@ impl Inflater {
                     size: out.len() as u64,
                     limit,
                 });
+            }
+            // A final block ended the stream: what follows (padding, the
+            // tail appended above) is ignored, as zlib's inflate does.
+            if status == Status::StreamEnd {
+                self.ended = true;
+                return Ok(());
             }
             // Finished when all input is consumed and the output buffer was
             // not filled (so nothing is pending inside zlib).
@@ -497,6 +518,30 @@ mod tests {
             )
             .unwrap();
         assert_eq!(out, b"Hello");
+    }
+
+    #[test]
+    fn rfc_7692_example_bfinal() {
+        // RFC 7692 §7.2.3.4: "Hello" in a block with BFINAL set, then a
+        // 0x00 byte; the next message starts a new DEFLATE stream.
+        let bfinal = [0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00];
+        for no_context_takeover in [false, true] {
+            let mut d = Inflater::new(no_context_takeover);
+            for _ in 0..2 {
+                let mut out = Vec::new();
+                d.inflate(&bfinal, true, &mut out, 100).unwrap();
+                assert_eq!(out, b"Hello");
+            }
+            // Also split across frames, and followed by a sync-flushed message.
+            let mut out = Vec::new();
+            d.inflate(&bfinal[..3], false, &mut out, 100).unwrap();
+            d.inflate(&bfinal[3..], true, &mut out, 100).unwrap();
+            assert_eq!(out, b"Hello");
+            let sync_flushed = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+            let mut out = Vec::new();
+            d.inflate(&sync_flushed, true, &mut out, 100).unwrap();
+            assert_eq!(out, b"Hello");
+        }
     }
 
     #[test]

@@ -138,6 +138,12 @@ impl ClientHandshake {
                 req.subprotocols.join(", ")
             ));
         }
+        if let Some(c) = &req.compression {
+            r.push_str(&format!(
+                "Sec-WebSocket-Extensions: {}\r\n",
+                c.client_offer()
+            ));
+        }
         let mut request = r.into_bytes();
         for (name, value) in &req.headers {
             if is_reserved(name.as_str()) {
@@ -391,4 +397,25 @@ fn finish_body(raw: &[u8], chunked: bool) -> Bytes {
         return Bytes::from(out);
     }
     Bytes::copy_from_slice(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_offers_deflate_only_when_configured() {
+        let mut req = ClientRequest {
+            host: "h".into(),
+            target: "/".into(),
+            ..Default::default()
+        };
+        let text = |req: &ClientRequest| {
+            String::from_utf8(ClientHandshake::new(req, [0; 16]).request().to_vec()).unwrap()
+        };
+        assert!(!text(&req).contains("Sec-WebSocket-Extensions"));
+        req.compression = Some(crate::deflate::DeflateConfig::default());
+        assert!(text(&req)
+            .contains("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"));
+    }
 }

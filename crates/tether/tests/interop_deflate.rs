@@ -1,0 +1,1121 @@
+//! permessage-deflate (RFC 7692) interoperability with Python `websockets`
+//! and Node `ws` (pinned, installed by `interop/install.sh`), for every
+//! combination of `server_no_context_takeover` / `client_no_context_takeover`
+//! and for limited windows, each requested by the client or imposed by the
+//! server.
+//!
+//! - Direction A (`*_server_*`): tether's client against a peer server
+//!   started with deflate options (`py_server.py --deflate ...`,
+//!   `node_server.js --deflate ...`).
+//! - Direction B (`*_client_*`): the peers' scripted clients, run with deflate
+//!   options, against tether's server running the command protocol of
+//!   `interop/PROTOCOL.md` (plus `!ext` / `!offer`) with compression settings
+//!   per case.
+//!
+//! Every connection goes through a byte-counting relay, so the tests check
+//! that messages really were compressed on the wire (both ways), and that
+//! `*_no_context_takeover` really makes each end restart its compressor:
+//! the same message sent twice takes the same number of bytes with it, and
+//! far fewer the second time without it.
+//!
+//! The peers are installed by the tests themselves; if that fails, the tests
+//! fail, they are never skipped.
+
+mod relay;
+
+use relay::Relay;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tether::tether_proto::deflate::{DeflateConfig, DeflateParams};
+use tether::{
+    Bytes, ClientBuilder, CloseCode, CloseFrame, ErrorKind, Message, ServerBuilder, WebSocket,
+};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Upper bound for one whole test (not counting the one-time install). The
+/// peers' clients exchange megabytes through debug-built zlib-rs.
+const TEST_TIMEOUT: Duration = Duration::from_secs(90);
+/// Upper bound for any single receive.
+const RECV_TIMEOUT: Duration = Duration::from_secs(20);
+/// The message limit where the limit is not under test.
+const BIG_LIMIT: usize = 16 << 20;
+/// The echo sizes of PROTOCOL.md (run by the peers' clients).
+const SIZES: [usize; 6] = [0, 125, 126, 65535, 65536, 1048576];
+
+// ---------------------------------------------------------------------------
+// Installing and starting the peers
+// ---------------------------------------------------------------------------
+
+/// Where `interop/install.sh` put the peers.
+#[derive(Debug)]
+struct Peers {
+    dir: PathBuf,
+    python: PathBuf,
+}
+
+fn repo_root() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize().unwrap_or(root)
+}
+
+/// Runs `interop/install.sh` once per test binary; a failure fails every
+/// test that needs the peers.
+fn peers() -> &'static Peers {
+    static PEERS: OnceLock<Result<Peers, String>> = OnceLock::new();
+    match PEERS.get_or_init(install_peers) {
+        Ok(p) => p,
+        Err(e) => panic!("interop peers could not be installed, so the interop tests fail:\n{e}"),
+    }
+}
+
+fn install_peers() -> Result<Peers, String> {
+    let script = repo_root().join("interop/install.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("could not run `bash {}`: {e}", script.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!(
+            "`bash {}` failed ({}); it needs python3 (with venv) and node/npm.\n\
+             --- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
+            script.display(),
+            out.status
+        ));
+    }
+    let value = |key: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .map(PathBuf::from)
+            .ok_or_else(|| format!("install.sh printed no {key}=... line:\n{stdout}\n{stderr}"))
+    };
+    let peers = Peers {
+        dir: value("TETHER_INTEROP_DIR")?,
+        python: value("TETHER_INTEROP_PYTHON")?,
+    };
+    if !peers.python.is_file() {
+        return Err(format!(
+            "install.sh reported {} but it does not exist",
+            peers.python.display()
+        ));
+    }
+    Ok(peers)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    Python,
+    Node,
+}
+
+impl Peer {
+    fn server_script(self) -> &'static str {
+        match self {
+            Peer::Python => "py_server.py",
+            Peer::Node => "node_server.js",
+        }
+    }
+
+    fn client_script(self) -> &'static str {
+        match self {
+            Peer::Python => "py_client.py",
+            Peer::Node => "node_client.js",
+        }
+    }
+}
+
+/// Collects a child's output in the background (never blocks on a full
+/// pipe; shown when a test fails).
+fn collect(pipe: impl AsyncRead + Unpin + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let sink = buf.clone();
+    tokio::spawn(async move {
+        let mut pipe = pipe;
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut chunk).await {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+        }
+    });
+    buf
+}
+
+fn text_of(buf: &Mutex<Vec<u8>>) -> String {
+    String::from_utf8_lossy(&buf.lock().unwrap()).into_owned()
+}
+
+/// A running peer process, killed when dropped; its stderr is shown when the
+/// test is failing.
+struct PeerProcess {
+    name: String,
+    child: Child,
+    stderr: Arc<Mutex<Vec<u8>>>,
+}
+
+impl PeerProcess {
+    fn spawn(
+        peer: Peer,
+        script: &str,
+        args: &[&str],
+    ) -> (PeerProcess, tokio::process::ChildStdout) {
+        let peers = peers();
+        let mut cmd = match peer {
+            Peer::Python => Command::new(&peers.python),
+            Peer::Node => Command::new("node"),
+        };
+        cmd.arg(repo_root().join("interop").join(script))
+            .args(args)
+            .env("TETHER_INTEROP_DIR", &peers.dir)
+            .env("PYTHONUNBUFFERED", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start the {peer:?} peer {script}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = collect(child.stderr.take().expect("piped stderr"));
+        let name = format!("{script} {}", args.join(" "));
+        (
+            PeerProcess {
+                name,
+                child,
+                stderr,
+            },
+            stdout,
+        )
+    }
+
+    fn stderr(&self) -> String {
+        text_of(&self.stderr)
+    }
+
+    /// Panics if the peer has exited (a server serves until killed).
+    fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!(
+                "{} exited early ({status}); stderr:\n{}",
+                self.name,
+                self.stderr()
+            );
+        }
+    }
+}
+
+impl Drop for PeerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        if std::thread::panicking() {
+            eprintln!("--- stderr of {} ---\n{}", self.name, self.stderr());
+        }
+    }
+}
+
+/// Starts a peer server with `args` and returns it with its address.
+async fn start_server(peer: Peer, args: &[&str]) -> (PeerProcess, SocketAddr) {
+    let (mut proc_, stdout) = PeerProcess::spawn(peer, peer.server_script(), args);
+    let mut lines = BufReader::new(stdout).lines();
+    let line = match tokio::time::timeout(Duration::from_secs(15), lines.next_line()).await {
+        Ok(Ok(Some(line))) => line,
+        Ok(r) => {
+            let status = proc_.child.wait().await;
+            panic!(
+                "{} ended before printing LISTENING ({r:?}, {status:?}); stderr:\n{}",
+                proc_.name,
+                proc_.stderr()
+            )
+        }
+        Err(_) => panic!("{} printed no LISTENING line within 15 s", proc_.name),
+    };
+    let port: u16 = line
+        .strip_prefix("LISTENING ")
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "{} printed {line:?}, expected `LISTENING <port>`",
+                proc_.name
+            )
+        });
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (proc_, SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+// ---------------------------------------------------------------------------
+// Settings and payloads
+// ---------------------------------------------------------------------------
+
+/// A client configuration: tether's defaults plus what it requests.
+fn offer(
+    snct: bool,
+    cnct: bool,
+    server_bits: Option<u8>,
+    client_bits: Option<u8>,
+) -> DeflateConfig {
+    let mut c = DeflateConfig::default();
+    c.server_no_context_takeover = snct;
+    c.client_no_context_takeover = cnct;
+    c.server_max_window_bits = server_bits;
+    c.client_max_window_bits = client_bits;
+    c
+}
+
+/// A server configuration: tether's server defaults (12-bit server window)
+/// plus what it imposes.
+fn impose(
+    snct: bool,
+    cnct: bool,
+    server_bits: Option<u8>,
+    client_bits: Option<u8>,
+) -> DeflateConfig {
+    let mut c = DeflateConfig::server_default();
+    c.server_no_context_takeover = snct;
+    c.client_no_context_takeover = cnct;
+    if server_bits.is_some() {
+        c.server_max_window_bits = server_bits;
+    }
+    c.client_max_window_bits = client_bits;
+    c
+}
+
+/// The parameters both ends must agree on.
+fn agreed(
+    snct: bool,
+    cnct: bool,
+    server_bits: Option<u8>,
+    client_bits: Option<u8>,
+) -> DeflateParams {
+    DeflateParams {
+        server_no_context_takeover: snct,
+        client_no_context_takeover: cnct,
+        server_max_window_bits: server_bits,
+        client_max_window_bits: client_bits,
+    }
+}
+
+/// JSON-like text of exactly `len` bytes (ASCII): records that differ in a
+/// few fields, as real JSON traffic does.
+fn json_text(len: usize) -> String {
+    let mut s = String::with_capacity(len + 128);
+    s.push('[');
+    let mut k = 0u64;
+    while s.len() < len {
+        s.push_str(&format!(
+            "{{\"id\":{k},\"name\":\"item-{}\",\"price\":{}.{:02},\"tags\":[\"red\",\"large\"],\"ok\":{}}},",
+            k * 7919 % 1000,
+            k * 31 % 500,
+            k * 17 % 100,
+            k % 3 == 0
+        ));
+        k += 1;
+    }
+    s.truncate(len);
+    s
+}
+
+/// Pseudo-random bytes (xorshift): incompressible.
+fn noise(len: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Payload of `!frag`: `a..z` repeating for text, `i % 251` for binary.
+fn pattern(binary: bool, size: usize) -> Message {
+    if binary {
+        Message::binary((0..size).map(|i| (i % 251) as u8).collect::<Vec<u8>>())
+    } else {
+        Message::text(
+            (0..size)
+                .map(|i| char::from(b'a' + (i % 26) as u8))
+                .collect::<String>(),
+        )
+    }
+}
+
+/// The message sent twice to see context takeover at work: ~300 bytes,
+/// compressible within itself, and much more so with the previous copy in
+/// the window (it fits in the smallest, 512-byte window).
+fn context_message() -> Message {
+    Message::text(
+        "{\"type\":\"quote\",\"symbol\":\"TETHER\",\"venue\":\"XWBS\",\"bid\":101.25,\
+         \"ask\":101.5,\"sizes\":[100,250,500,1000],\"flags\":{\"halted\":false,\
+         \"auction\":false},\"trader\":\"héllo wörld €\",\"seq\":1,\"note\":\"the same \
+         message, again and again, so that the second copy compresses to a few bytes\"}",
+    )
+}
+
+fn kind(m: &Message) -> &'static str {
+    match m {
+        Message::Text(_) => "text",
+        Message::Binary(_) => "binary",
+        Message::Ping(_) => "ping",
+        Message::Pong(_) => "pong",
+        Message::Close(_) => "close",
+    }
+}
+
+/// Compares two messages without dumping megabytes on failure.
+#[track_caller]
+fn assert_same(got: &Message, want: &Message, what: &str) {
+    if got == want {
+        return;
+    }
+    let (g, w) = (got.as_payload(), want.as_payload());
+    if g.len() <= 80 && w.len() <= 80 {
+        panic!("{what}: expected {want:?}, got {got:?}");
+    }
+    let first = g.iter().zip(w).position(|(a, b)| a != b);
+    panic!(
+        "{what}: expected {} of {} bytes, got {} of {} bytes (first difference at {first:?})",
+        kind(want),
+        w.len(),
+        kind(got),
+        g.len()
+    );
+}
+
+/// The next message, which must arrive within the receive timeout.
+async fn next(ws: &mut WebSocket, what: &str) -> Message {
+    match tokio::time::timeout(RECV_TIMEOUT, ws.recv()).await {
+        Ok(Some(Ok(m))) => m,
+        Ok(Some(Err(e))) => panic!("{what}: recv failed: {e} ({:?})", e.kind()),
+        Ok(None) => panic!("{what}: the connection ended"),
+        Err(_) => panic!("{what}: nothing received within {RECV_TIMEOUT:?}"),
+    }
+}
+
+async fn send(ws: &mut WebSocket, msg: Message, what: &str) {
+    ws.send(msg)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: send failed: {e}"));
+}
+
+async fn echo(ws: &mut WebSocket, msg: Message, what: &str) {
+    send(ws, msg.clone(), what).await;
+    assert_same(&next(ws, what).await, &msg, what);
+}
+
+/// Echoes `msg` through the relay and returns the bytes it took on the wire
+/// each way (frame header included).
+async fn echo_measured(ws: &mut WebSocket, relay: &Relay, msg: Message, what: &str) -> (u64, u64) {
+    let (u0, d0) = relay.counts();
+    echo(ws, msg, what).await;
+    let (u1, d1) = relay.counts();
+    (u1 - u0, d1 - d0)
+}
+
+// ---------------------------------------------------------------------------
+// Direction A: tether's client against a peer server
+// ---------------------------------------------------------------------------
+
+/// Starts the peer server with `peer_args`, then runs the client checks with
+/// tether offering `cfg`; `want` is what both must agree on.
+async fn tether_client_case(
+    peer: Peer,
+    peer_args: &[&str],
+    cfg: DeflateConfig,
+    want: DeflateParams,
+) {
+    peers();
+    let (mut server, addr) = start_server(peer, peer_args).await;
+    let relay = Relay::start(addr).await;
+    let url = format!("ws://{}/", relay.addr());
+    let ctx = format!(
+        "{} with tether offering {:?}",
+        server.name,
+        cfg.client_offer()
+    );
+    let checks = async {
+        client_checks(&url, &relay, cfg, want, &ctx).await;
+        limit_checks(&url, &relay, cfg, &ctx).await;
+    };
+    if tokio::time::timeout(TEST_TIMEOUT, checks).await.is_err() {
+        panic!("{ctx}: timed out after {TEST_TIMEOUT:?}");
+    }
+    server.assert_running();
+}
+
+fn client(url: &str, cfg: DeflateConfig, limit: usize) -> ClientBuilder {
+    ClientBuilder::new(url)
+        .compression(Some(cfg))
+        .max_message_size(Some(limit))
+        .ping_interval(None) // no keepalive bytes in the counts
+        .no_proxy()
+}
+
+async fn client_checks(
+    url: &str,
+    relay: &Relay,
+    cfg: DeflateConfig,
+    want: DeflateParams,
+    ctx: &str,
+) {
+    let (mut ws, response) = client(url, cfg, BIG_LIMIT)
+        .connect_with_response()
+        .await
+        .unwrap_or_else(|e| panic!("{ctx}: connect: {e}"));
+    let answered = response
+        .header_str("sec-websocket-extensions")
+        .unwrap_or("")
+        .to_string();
+
+    // First what the peer received: tether's offer, as configured.
+    let what = format!("{ctx}: the offer the peer received (!offer)");
+    echo_command(
+        &mut ws,
+        "!offer",
+        &format!("!offer {}", cfg.client_offer()),
+        &what,
+    )
+    .await;
+    // Then what it answered, and what tether made of it.
+    assert!(
+        answered.starts_with("permessage-deflate"),
+        "{ctx}: the server answered {answered:?}"
+    );
+    let what = format!("{ctx}: the answer the peer sent (!ext)");
+    echo_command(&mut ws, "!ext", &format!("!ext {answered}"), &what).await;
+    assert_eq!(
+        ws.compression(),
+        Some(want),
+        "{ctx}: agreed parameters (the server answered {answered:?})"
+    );
+
+    context_takeover(&mut ws, relay, want, ctx).await;
+
+    // Around tether's 128-byte threshold: below it tether sends the message
+    // uncompressed, the peers compress everything (empty messages too).
+    for binary in [false, true] {
+        for size in [0, 1, 127, 128, 129, 1024] {
+            let msg = pattern(binary, size);
+            echo(
+                &mut ws,
+                msg,
+                &format!(
+                    "{ctx}: echo of {} {size}",
+                    if binary { "binary" } else { "text" }
+                ),
+            )
+            .await;
+        }
+    }
+
+    // JSON-like text of 1 KiB and 64 KiB: compressed both ways.
+    for len in [1024, 64 * 1024] {
+        let msg = Message::text(json_text(len));
+        let what = format!("{ctx}: echo of {len} bytes of JSON");
+        let (up, down) = echo_measured(&mut ws, relay, msg, &what).await;
+        let bound = len as u64 / 3;
+        assert!(
+            up < bound,
+            "{what}: {up} bytes on the wire to the peer: not compressed"
+        );
+        assert!(
+            down < bound,
+            "{what}: {down} bytes on the wire from the peer: not compressed"
+        );
+    }
+    // Binary, 100 KB: compressible (JSON bytes; and `i % 251`, which no
+    // 9-bit window can compress: zlib matches at most 512 - 262 = 250 bytes
+    // back), and incompressible (stored blocks).
+    let what = format!("{ctx}: echo of 100 KB of binary JSON");
+    let msg = Message::binary(json_text(100_000).into_bytes());
+    let (up, down) = echo_measured(&mut ws, relay, msg, &what).await;
+    assert!(
+        up < 100_000 / 3 && down < 100_000 / 3,
+        "{what}: {up}/{down} bytes on the wire"
+    );
+    echo(
+        &mut ws,
+        pattern(true, 100_000),
+        &format!("{ctx}: echo of 100 KB of i % 251"),
+    )
+    .await;
+    echo(
+        &mut ws,
+        Message::binary(noise(100_000)),
+        &format!("{ctx}: echo of 100 KB of noise"),
+    )
+    .await;
+
+    // Compressed messages that tether fragments: the compressed bytes are
+    // split, RSV1 only on the first frame.
+    let msg = Message::text(json_text(64 * 1024));
+    let what = format!("{ctx}: 64 KiB of JSON, compressed, in frames of 100 bytes");
+    ws.send_fragmented(msg.clone(), 100)
+        .await
+        .expect("send_fragmented");
+    assert_same(&next(&mut ws, &what).await, &msg, &what);
+    let msg = Message::binary(noise(100_000));
+    let what = format!("{ctx}: 100 KB of noise, compressed, in frames of 16 KiB");
+    ws.send_fragmented(msg.clone(), 16 * 1024)
+        .await
+        .expect("send_fragmented");
+    assert_same(&next(&mut ws, &what).await, &msg, &what);
+    let msg = Message::text("héllo wörld €".repeat(4118));
+    let what = format!("{ctx}: 70006 bytes of UTF-8, compressed, in frames of 1000 bytes");
+    ws.send_fragmented(msg.clone(), 1000)
+        .await
+        .expect("send_fragmented");
+    assert_same(&next(&mut ws, &what).await, &msg, &what);
+    // Below the threshold: an uncompressed fragmented message in between.
+    let msg = Message::text("héllo");
+    let what = format!("{ctx}: short text in 1-byte frames (uncompressed)");
+    ws.send_fragmented(msg.clone(), 1)
+        .await
+        .expect("send_fragmented");
+    assert_same(&next(&mut ws, &what).await, &msg, &what);
+
+    // Compressed messages that the peer fragments (it compresses each frame
+    // as a part of one message).
+    for (cmd, want_msg) in [
+        ("!frag text 70000 5", pattern(false, 70000)),
+        ("!frag binary 65536 4", pattern(true, 65536)),
+    ] {
+        let what = format!("{ctx}: {cmd}");
+        send(&mut ws, Message::text(cmd), &what).await;
+        assert_same(&next(&mut ws, &what).await, &want_msg, &what);
+    }
+
+    // Several messages in a row, sent before any echo is read.
+    let msgs: Vec<Message> = (0..20)
+        .map(|k| Message::text(json_text(2000 + 37 * k)))
+        .collect();
+    for m in &msgs {
+        send(&mut ws, m.clone(), "pipelined").await;
+    }
+    for (k, m) in msgs.iter().enumerate() {
+        let what = format!("{ctx}: pipelined message {k}");
+        assert_same(&next(&mut ws, &what).await, m, &what);
+    }
+
+    // Control frames are never compressed and still work.
+    ws.ping(Bytes::from_static(b"deflate-ping"))
+        .await
+        .expect("ping");
+    assert_same(
+        &next(&mut ws, "pong").await,
+        &Message::Pong(Bytes::from_static(b"deflate-ping")),
+        &format!("{ctx}: pong"),
+    );
+
+    let what = format!("{ctx}: close");
+    tokio::time::timeout(RECV_TIMEOUT, ws.close(CloseCode::NORMAL, "bye"))
+        .await
+        .unwrap_or_else(|_| panic!("{what}: timed out"))
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    match ws.close_received() {
+        Some(Some(f)) => assert_eq!(f.code, CloseCode::NORMAL, "{what}: {f:?}"),
+        other => panic!("{what}: the server's close frame: {other:?}"),
+    }
+}
+
+/// Sends a command and expects one text answer.
+async fn echo_command(ws: &mut WebSocket, cmd: &str, want: &str, what: &str) {
+    send(ws, Message::text(cmd), what).await;
+    assert_same(&next(ws, what).await, &Message::text(want), what);
+}
+
+/// The same message twice: with context takeover, the second copy takes a
+/// fraction of the bytes of the first; with no_context_takeover, exactly as
+/// many (the compressor restarts, so it produces the same bytes).
+async fn context_takeover(ws: &mut WebSocket, relay: &Relay, want: DeflateParams, ctx: &str) {
+    let msg = context_message();
+    let len = msg.len() as u64;
+    let (up1, down1) =
+        echo_measured(ws, relay, msg.clone(), &format!("{ctx}: context message")).await;
+    let (up2, down2) = echo_measured(
+        ws,
+        relay,
+        msg.clone(),
+        &format!("{ctx}: context message again"),
+    )
+    .await;
+    let what = format!(
+        "{ctx}: the {len}-byte message twice took {up1} then {up2} bytes to the peer, \
+         {down1} then {down2} bytes back"
+    );
+    eprintln!("{what}");
+    assert!(up1 < len && down1 < len, "{what}: not compressed");
+    if want.client_no_context_takeover {
+        assert_eq!(
+            up2, up1,
+            "{what}: with client_no_context_takeover tether must compress afresh"
+        );
+    } else {
+        assert!(
+            up2 * 3 < up1,
+            "{what}: tether's compressor did not keep its context"
+        );
+    }
+    if want.server_no_context_takeover {
+        assert_eq!(
+            down2, down1,
+            "{what}: with server_no_context_takeover the peer compresses afresh"
+        );
+    } else {
+        assert!(
+            down2 * 3 < down1,
+            "{what}: the peer's compressor did not keep its context"
+        );
+    }
+}
+
+/// tether's max_message_size applies to the inflated size: a message that
+/// is small on the wire but over the limit once inflated fails with 1009;
+/// one of exactly the limit passes.
+async fn limit_checks(url: &str, relay: &Relay, cfg: DeflateConfig, ctx: &str) {
+    let limit = 64 * 1024;
+    let mut ws = client(url, cfg, limit)
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("{ctx}: connect with a {limit}-byte limit: {e}"));
+    let what = format!("{ctx}: echo of exactly the {limit}-byte limit");
+    echo(&mut ws, Message::text(json_text(limit)), &what).await;
+
+    let what = format!("{ctx}: echo of 100 KB with a {limit}-byte limit");
+    let (_, d0) = relay.counts();
+    send(&mut ws, Message::text(json_text(100_000)), &what).await;
+    match tokio::time::timeout(RECV_TIMEOUT, ws.recv()).await {
+        Ok(Some(Err(e))) => {
+            assert_eq!(e.kind(), ErrorKind::Protocol, "{what}: {e}");
+            assert_eq!(
+                e.close_code(),
+                Some(CloseCode::MESSAGE_TOO_BIG),
+                "{what}: {e}"
+            );
+        }
+        other => panic!("{what}: expected a 1009 error, got {other:?}"),
+    }
+    let (_, d1) = relay.counts();
+    assert!(
+        d1 - d0 < limit as u64 / 4,
+        "{what}: the echo took {} bytes on the wire, so it was not compressed",
+        d1 - d0
+    );
+    match tokio::time::timeout(RECV_TIMEOUT, ws.recv()).await {
+        Ok(None) => {}
+        other => panic!("{what}: expected the end of the stream after the error, got {other:?}"),
+    }
+}
+
+/// One test per peer server for each case: `$py` / `$node`, the peer server's
+/// options, tether's offer, and the agreed parameters with each peer.
+macro_rules! server_cases {
+    ($($py:ident, $node:ident: [$($arg:expr),*], $cfg:expr, py $pyw:expr, node $nodew:expr;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $py() {
+            tether_client_case(Peer::Python, &[$($arg),*], $cfg, $pyw).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $node() {
+            tether_client_case(Peer::Node, &[$($arg),*], $cfg, $nodew).await;
+        }
+    )*};
+}
+
+server_cases! {
+    // Library defaults on both sides: websockets limits both windows to 12
+    // bits; ws accepts the offer as it is.
+    python_server_defaults, node_server_defaults:
+        ["--deflate"], offer(false, false, None, None),
+        py agreed(false, false, Some(12), Some(12)), node agreed(false, false, None, None);
+    // no_context_takeover requested by tether's client.
+    python_server_tether_requests_server_nct, node_server_tether_requests_server_nct:
+        ["--deflate"], offer(true, false, None, None),
+        py agreed(true, false, Some(12), Some(12)), node agreed(true, false, None, None);
+    python_server_tether_requests_client_nct, node_server_tether_requests_client_nct:
+        ["--deflate"], offer(false, true, None, None),
+        py agreed(false, true, Some(12), Some(12)), node agreed(false, true, None, None);
+    python_server_tether_requests_both_nct, node_server_tether_requests_both_nct:
+        ["--deflate"], offer(true, true, None, None),
+        py agreed(true, true, Some(12), Some(12)), node agreed(true, true, None, None);
+    // no_context_takeover imposed by the peer server.
+    python_server_imposes_server_nct, node_server_imposes_server_nct:
+        ["--server-no-context-takeover"], offer(false, false, None, None),
+        py agreed(true, false, None, None), node agreed(true, false, None, None);
+    python_server_imposes_client_nct, node_server_imposes_client_nct:
+        ["--client-no-context-takeover"], offer(false, false, None, None),
+        py agreed(false, true, None, None), node agreed(false, true, None, None);
+    python_server_imposes_both_nct, node_server_imposes_both_nct:
+        ["--server-no-context-takeover", "--client-no-context-takeover"], offer(false, false, None, None),
+        py agreed(true, true, None, None), node agreed(true, true, None, None);
+    // 10-bit windows, requested by tether's client, or imposed by the peer.
+    python_server_tether_requests_window_bits, node_server_tether_requests_window_bits:
+        ["--deflate"], offer(false, false, Some(10), Some(10)),
+        py agreed(false, false, Some(10), Some(10)), node agreed(false, false, Some(10), Some(10));
+    python_server_imposes_window_bits, node_server_imposes_window_bits:
+        ["--server-max-window-bits", "10", "--client-max-window-bits", "10"], offer(false, false, None, None),
+        py agreed(false, false, Some(10), Some(10)), node agreed(false, false, Some(10), Some(10));
+    // Everything at once, with the smallest windows zlib supports.
+    python_server_tether_requests_everything, node_server_tether_requests_everything:
+        ["--deflate"], offer(true, true, Some(9), Some(9)),
+        py agreed(true, true, Some(9), Some(9)), node agreed(true, true, Some(9), Some(9));
+}
+
+// ---------------------------------------------------------------------------
+// Direction B: peer clients against tether's server
+// ---------------------------------------------------------------------------
+
+/// What tether's server saw on each connection.
+#[derive(Debug, Clone)]
+struct Seen {
+    offer: Option<String>,
+    compression: Option<DeflateParams>,
+}
+
+type SeenLog = Arc<Mutex<Vec<Seen>>>;
+/// Close frames the server received (`None`: without a code).
+type Closes = Arc<Mutex<Vec<Option<(u16, String)>>>>;
+
+/// One connection of tether's command-protocol server (PROTOCOL.md, with
+/// `!ext` and `!offer`).
+struct Session {
+    ws: WebSocket,
+    closes: Closes,
+    /// The payload of a `!ping` whose pong has not arrived yet.
+    awaiting_pong: Option<Bytes>,
+    /// Messages received while awaiting a pong, handled after the `!pong`.
+    deferred: VecDeque<Message>,
+}
+
+impl Session {
+    async fn run(ws: WebSocket, seen: SeenLog, closes: Closes) {
+        seen.lock().unwrap().push(Seen {
+            offer: ws
+                .request()
+                .and_then(|r| r.header("sec-websocket-extensions"))
+                .map(String::from),
+            compression: ws.compression(),
+        });
+        let mut s = Session {
+            ws,
+            closes,
+            awaiting_pong: None,
+            deferred: VecDeque::new(),
+        };
+        if let Err(e) = s.serve().await {
+            eprintln!("deflate protocol server: connection ended with {e}");
+        }
+    }
+
+    async fn serve(&mut self) -> tether::Result<()> {
+        loop {
+            let deferred = if self.awaiting_pong.is_none() {
+                self.deferred.pop_front()
+            } else {
+                None
+            };
+            let msg = match deferred {
+                Some(m) => m,
+                None => match self.ws.recv().await {
+                    Some(m) => m?,
+                    None => return Ok(()),
+                },
+            };
+            match msg {
+                Message::Pong(p) if self.awaiting_pong.as_ref() == Some(&p) => {
+                    self.awaiting_pong = None;
+                    let hex: String = p.iter().map(|b| format!("{b:02x}")).collect();
+                    let answer = if hex.is_empty() {
+                        "!pong".to_string()
+                    } else {
+                        format!("!pong {hex}")
+                    };
+                    self.ws.send(Message::text(answer)).await?;
+                }
+                Message::Ping(_) | Message::Pong(_) => {}
+                Message::Close(frame) => {
+                    let frame = frame.map(|f| (f.code.0, f.reason.to_string()));
+                    self.closes.lock().unwrap().push(frame);
+                }
+                data if self.awaiting_pong.is_some() => self.deferred.push_back(data),
+                Message::Text(t) if t.starts_with('!') => self.command(&t).await?,
+                data => self.ws.send(data).await?,
+            }
+        }
+    }
+
+    async fn command(&mut self, line: &str) -> tether::Result<()> {
+        let (name, rest) = line.split_once(' ').unwrap_or((line, ""));
+        let answer = match name {
+            "!close" => {
+                let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+                match code.parse::<u16>().map(CloseCode) {
+                    Ok(code) if code.is_sendable() && reason.len() <= 123 => {
+                        let frame = CloseFrame::new(code, reason);
+                        return self.ws.send(Message::Close(Some(frame))).await;
+                    }
+                    _ => format!("!error cannot close with {rest:?}"),
+                }
+            }
+            "!ping" => match unhex(rest) {
+                Some(p) if p.len() <= 125 => {
+                    let p = Bytes::from(p);
+                    self.awaiting_pong = Some(p.clone());
+                    return self.ws.ping(p).await;
+                }
+                _ => format!("!error bad ping payload {rest:?}"),
+            },
+            "!frag" => {
+                let args: Vec<&str> = rest.split(' ').collect();
+                let parsed = match args[..] {
+                    [k @ ("text" | "binary"), size, parts] => size
+                        .parse::<usize>()
+                        .ok()
+                        .zip(parts.parse::<usize>().ok().filter(|p| *p >= 1))
+                        .map(|(size, parts)| (k == "binary", size, parts)),
+                    _ => None,
+                };
+                match parsed {
+                    Some((binary, size, parts)) => {
+                        // With compression, the compressed bytes are what is
+                        // split: small frames give a many-frame message.
+                        let frag = if self.ws.compression().is_some() {
+                            64
+                        } else {
+                            size.div_ceil(parts).max(1)
+                        };
+                        return self.ws.send_fragmented(pattern(binary, size), frag).await;
+                    }
+                    None => format!("!error usage: !frag text|binary SIZE PARTS (got {rest:?})"),
+                }
+            }
+            "!ext" => match self.ws.compression() {
+                Some(p) => format!("!ext {}", p.to_header()),
+                None => "!ext".to_string(),
+            },
+            "!offer" => {
+                let offer = self
+                    .ws
+                    .request()
+                    .and_then(|r| r.header("sec-websocket-extensions"));
+                match offer {
+                    Some(o) => format!("!offer {o}"),
+                    None => "!offer".to_string(),
+                }
+            }
+            _ => format!("!error unknown command {name:?}"),
+        };
+        self.ws.send(Message::text(answer)).await
+    }
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
+}
+
+/// Runs the peer's client with `peer_args` against tether's server
+/// configured with `server_cfg`; `want` is what they must agree on.
+async fn peer_client_case(
+    peer: Peer,
+    peer_args: &[&str],
+    server_cfg: DeflateConfig,
+    want: DeflateParams,
+) {
+    peers();
+    let seen = SeenLog::default();
+    let closes = Closes::default();
+    let (s, c) = (seen.clone(), closes.clone());
+    let server = ServerBuilder::new()
+        .compression(Some(server_cfg))
+        .max_message_size(Some(BIG_LIMIT))
+        .ping_interval(None)
+        .serve("127.0.0.1:0", move |ws| {
+            Session::run(ws, s.clone(), c.clone())
+        })
+        .await
+        .expect("start tether's server");
+    let relay = Relay::start(server.local_addr()).await;
+    let url = format!("ws://{}/", relay.addr());
+    let script = peer.client_script();
+    let mut args = peer_args.to_vec();
+    args.push(&url);
+    let (mut proc_, stdout) = PeerProcess::spawn(peer, script, &args);
+    let ctx = format!("{} against tether's server with {server_cfg:?}", proc_.name);
+    let stdout = collect(stdout);
+    let status: ExitStatus = match tokio::time::timeout(TEST_TIMEOUT, proc_.child.wait()).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => panic!("{ctx}: wait failed: {e}"),
+        Err(_) => panic!(
+            "{ctx}: did not finish within {TEST_TIMEOUT:?}; stdout so far:\n{}",
+            text_of(&stdout)
+        ),
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let out = loop {
+        let out = text_of(&stdout);
+        if out.lines().any(|l| l.starts_with("# ")) || Instant::now() > deadline {
+            break out;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{ctx}: failed ({status}):\n{out}");
+    let echoes = ["text", "binary"]
+        .into_iter()
+        .flat_map(|k| SIZES.map(|n| format!("echo-{k}-{n}")));
+    let others = [
+        "deflate-negotiated",
+        "server-ext",
+        "echo-context-takeover",
+        "echo-fragmented-text",
+        "echo-fragmented-binary",
+        "client-ping",
+        "server-ping",
+        "server-frag-text",
+        "server-frag-binary",
+        "client-close-4001",
+        "server-close-4002",
+        "client-close-1000",
+    ];
+    for name in echoes.chain(others.map(String::from)) {
+        let line = format!("ok {name}");
+        assert!(
+            out.lines().any(|l| l == line),
+            "{ctx}: no `{line}` line:\n{out}"
+        );
+    }
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("# ") && l.ends_with(" 0 failed")),
+        "{ctx}: no clean summary line:\n{out}"
+    );
+    let header = want.to_header();
+    assert!(
+        out.lines().any(|l| l == format!("extensions {header}")),
+        "{ctx}: the client did not report receiving {header:?}:\n{out}"
+    );
+
+    // Every connection (the shared one and the three closing checks)
+    // negotiated the expected parameters.
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.len() >= 4,
+        "{ctx}: only {} connections: {seen:?}",
+        seen.len()
+    );
+    for s in &seen {
+        assert_eq!(
+            s.compression,
+            Some(want),
+            "{ctx}: agreed parameters (offer {:?})",
+            s.offer
+        );
+        assert!(
+            s.offer
+                .as_deref()
+                .is_some_and(|o| o.starts_with("permessage-deflate")),
+            "{ctx}: offer {:?}",
+            s.offer
+        );
+    }
+
+    // Over 2.5 MB of compressible payload went each way (echoes of 1 MiB
+    // text and binary, among others): compressed, far less. Except with a
+    // 9-bit window: zlib then matches at most 512 - 262 = 250 bytes back and
+    // the binary pattern (i % 251) repeats every 251 bytes, so only the text
+    // (about half) compresses.
+    let nine = want.server_max_window_bits == Some(9) || want.client_max_window_bits == Some(9);
+    let bound = if nine { 1_600_000 } else { 512 * 1024 };
+    let (up, down) = relay.counts();
+    assert!(
+        up < bound,
+        "{ctx}: {up} bytes from the client on the wire: not compressed"
+    );
+    assert!(
+        down < bound,
+        "{ctx}: {down} bytes from tether on the wire: not compressed"
+    );
+
+    let wanted = [(4001, "bye"), (4002, "server-bye"), (1000, "")];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = closes.lock().unwrap().clone();
+        let missing: Vec<_> = wanted
+            .iter()
+            .filter(|(c, r)| !got.iter().flatten().any(|(gc, gr)| gc == c && gr == r))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{ctx}: close frames {missing:?} not received; got {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.shutdown().await;
+}
+
+/// One test per peer client for each case: `$py` / `$node`, the client's
+/// options, tether's server settings, and the agreed parameters.
+macro_rules! client_cases {
+    ($($py:ident, $node:ident: [$($arg:expr),*], $cfg:expr, $want:expr;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $py() {
+            peer_client_case(Peer::Python, &[$($arg),*], $cfg, $want).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $node() {
+            peer_client_case(Peer::Node, &[$($arg),*], $cfg, $want).await;
+        }
+    )*};
+}
+
+client_cases! {
+    // Library defaults: both clients offer `client_max_window_bits`; tether's
+    // server limits its own window to 12 bits.
+    python_client_defaults, node_client_defaults:
+        ["--deflate"], impose(false, false, None, None), agreed(false, false, Some(12), None);
+    // no_context_takeover imposed by tether's server.
+    python_client_tether_imposes_server_nct, node_client_tether_imposes_server_nct:
+        ["--deflate"], impose(true, false, None, None), agreed(true, false, Some(12), None);
+    python_client_tether_imposes_client_nct, node_client_tether_imposes_client_nct:
+        ["--deflate"], impose(false, true, None, None), agreed(false, true, Some(12), None);
+    python_client_tether_imposes_both_nct, node_client_tether_imposes_both_nct:
+        ["--deflate"], impose(true, true, None, None), agreed(true, true, Some(12), None);
+    // no_context_takeover requested by the peer client.
+    python_client_requests_server_nct, node_client_requests_server_nct:
+        ["--server-no-context-takeover"], impose(false, false, None, None), agreed(true, false, Some(12), None);
+    python_client_requests_client_nct, node_client_requests_client_nct:
+        ["--client-no-context-takeover"], impose(false, false, None, None), agreed(false, true, Some(12), None);
+    python_client_requests_both_nct, node_client_requests_both_nct:
+        ["--server-no-context-takeover", "--client-no-context-takeover"], impose(false, false, None, None),
+        agreed(true, true, Some(12), None);
+    // 10-bit windows, requested by the peer client, or imposed by tether.
+    python_client_requests_window_bits, node_client_requests_window_bits:
+        ["--server-max-window-bits", "10", "--client-max-window-bits", "10"], impose(false, false, None, None),
+        agreed(false, false, Some(10), Some(10));
+    python_client_tether_imposes_window_bits, node_client_tether_imposes_window_bits:
+        ["--deflate"], impose(false, false, Some(10), Some(10)), agreed(false, false, Some(10), Some(10));
+    // Everything at once, with the smallest windows zlib supports.
+    python_client_requests_everything, node_client_requests_everything:
+        ["--server-no-context-takeover", "--client-no-context-takeover",
+         "--server-max-window-bits", "9", "--client-max-window-bits", "9"],
+        impose(false, false, None, None), agreed(true, true, Some(9), Some(9));
+}
