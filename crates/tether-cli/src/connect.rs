@@ -43,6 +43,9 @@ pub(crate) struct ConnectArgs {
     /// The Origin header.
     #[arg(long)]
     origin: Option<String>,
+    /// Do not offer permessage-deflate compression.
+    #[arg(long)]
+    no_compression: bool,
     /// Connect through this proxy: http://, socks5:// or socks5h://, with
     /// optional user:password@ (default: the proxy the environment names in
     /// ws_proxy, wss_proxy, socks_proxy, https_proxy, http_proxy, all_proxy,
@@ -166,6 +169,9 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
     }
     for p in &args.subprotocol {
         builder = builder.subprotocol(p.clone());
+    }
+    if args.no_compression {
+        builder = builder.compression(None);
     }
     if let Some(o) = &args.origin {
         builder = builder.origin(o.clone());

@@ -513,3 +513,25 @@ async fn the_demo_tells_the_whole_story_and_passes() {
         "tokens are never shown"
     );
 }
+
+#[tokio::test]
+async fn no_compression_is_not_offered() {
+    let (url, requests) = fault_server(vec![Step::Status(404, "", "")]).await;
+    let run = tether(&["connect", "--no-compression", &url], "", false).await;
+    assert_eq!(run.code, 3);
+    let run2 = tether(&["connect", &url], "", false).await;
+    assert_eq!(run2.code, 3);
+    let reqs = requests.lock().unwrap().clone();
+    assert!(
+        !reqs[0]
+            .to_ascii_lowercase()
+            .contains("sec-websocket-extensions"),
+        "{}",
+        reqs[0]
+    );
+    assert!(
+        reqs[1].contains("permessage-deflate"),
+        "offered by default: {}",
+        reqs[1]
+    );
+}
