@@ -308,3 +308,67 @@ async fn connections_next_is_cancel_safe() {
     let (server, _) = starter.await.unwrap();
     server.shutdown().await;
 }
+
+/// `Session::recv` in a `select!` that keeps cancelling it loses nothing,
+/// and a `Session::send` cancelled while the queue is full queues nothing.
+#[tokio::test]
+async fn session_recv_and_send_are_cancel_safe() {
+    let addr = free_addr();
+    let (server, log) = logging_server(&addr, |_, _| None).await;
+    // Room for every message both ways: the session waits on a full receive
+    // queue, so an application that only sends would stall it.
+    let mut session = ClientBuilder::new(format!("ws://{addr}/"))
+        .session(fast_policy())
+        .queue_capacity(64)
+        .start();
+    for i in 0..50 {
+        session.send(Message::text(format!("m{i}"))).await.unwrap();
+    }
+    let mut got = Vec::new();
+    let mut cancelled = 0;
+    while got.len() < 50 {
+        tokio::select! {
+            m = session.recv() => got.push(m.unwrap().as_text().unwrap().to_string()),
+            _ = tokio::task::yield_now() => cancelled += 1,
+        }
+    }
+    let expected: Vec<String> = (0..50).map(|i| format!("echo m{i}")).collect();
+    assert_eq!(got, expected);
+    assert!(cancelled > 0);
+    drop(session);
+    server.shutdown().await;
+
+    // Nobody listens: the queue (capacity 1) fills, and a cancelled send
+    // leaves nothing behind.
+    let addr = free_addr();
+    let session = ClientBuilder::new(format!("ws://{addr}/"))
+        .session(fast_policy())
+        .queue_capacity(1)
+        .start();
+    session.send(Message::text("first")).await.unwrap();
+    let mut cancelled_sends = 0;
+    for i in 0..3 {
+        let r = timeout(
+            Duration::from_millis(50),
+            session.send(Message::text(format!("dropped {i}"))),
+        )
+        .await;
+        if r.is_err() {
+            cancelled_sends += 1;
+        }
+    }
+    assert!(cancelled_sends >= 2, "the full queue made send wait");
+    let left = timeout(T, session.close(CloseCode::NORMAL, ""))
+        .await
+        .unwrap();
+    let left: Vec<String> = left
+        .iter()
+        .map(|m| m.as_text().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        left,
+        vec!["first".to_string()],
+        "cancelled sends queued nothing"
+    );
+    let _ = log;
+}

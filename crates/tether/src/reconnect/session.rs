@@ -142,6 +142,9 @@ struct Control {
 ///   acknowledgements when every message matters. Nothing is dropped
 ///   silently: when the session stops, `send` fails and the messages still
 ///   queued are returned by [`Session::undelivered`].
+/// - Both queues are bounded: when the application does not call `recv`,
+///   received messages fill the receive queue and the session stops reading
+///   (backpressure), so keep a task receiving while another sends.
 /// - A close from the server reconnects or stops by the close-code table of
 ///   [`crate::reconnect`]; [`Session::close`] never reconnects.
 ///
