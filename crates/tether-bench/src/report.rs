@@ -1,0 +1,219 @@
+//! Turning the samples into markdown tables.
+
+use crate::harness::Cell;
+use std::fmt::Write as _;
+
+/// The runs of one library in one cell: messages per second, or an error.
+pub(crate) type Samples = Vec<Result<f64, String>>;
+
+/// The results of one side (server or client).
+pub(crate) struct Side {
+    /// Table title.
+    pub(crate) title: String,
+    /// One line under the title on how it was measured.
+    pub(crate) note: String,
+    /// Column labels of the libraries; the first is tether.
+    pub(crate) libs: Vec<String>,
+    /// Label of the neutral reference column (the ceiling).
+    pub(crate) ceiling: String,
+    /// `samples[cell][lib]`, with the ceiling as the last `lib`.
+    pub(crate) samples: Vec<Vec<Samples>>,
+}
+
+/// The median of the runs, or the first error.
+fn median(s: &Samples) -> Result<Option<f64>, String> {
+    let mut v = Vec::with_capacity(s.len());
+    for r in s {
+        match r {
+            Ok(x) => v.push(*x),
+            Err(e) => return Err(e.clone()),
+        }
+    }
+    if v.is_empty() {
+        return Ok(None);
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    Ok(Some(if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }))
+}
+
+/// `1.74M`, `340k`, `36.2k`, `1.42k`, `950`.
+pub(crate) fn rate(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{:.2}M", x / 1e6)
+    } else if x >= 1e5 {
+        format!("{:.0}k", x / 1e3)
+    } else if x >= 1e4 {
+        format!("{:.1}k", x / 1e3)
+    } else if x >= 1e3 {
+        format!("{:.2}k", x / 1e3)
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+impl Side {
+    /// The markdown table, the per-cell verdicts, and any errors.
+    pub(crate) fn table(&self, cells: &[Cell]) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "## {}\n\n{}\n", self.title, self.note);
+        let n = self.libs.len();
+        let mut head = String::from("| cell |");
+        let mut rule = String::from("|---|");
+        for l in self.libs.iter().chain([&self.ceiling]) {
+            let _ = write!(head, " {l} |");
+            rule.push_str("---:|");
+        }
+        for l in self.libs.iter().skip(1).chain([&self.ceiling]) {
+            let _ = write!(head, " tether / {l} |");
+            rule.push_str("---:|");
+        }
+        let _ = writeln!(out, "{head}\n{rule}");
+        let mut errors = Vec::new();
+        let mut verdicts = Vec::new();
+        for (ci, cell) in cells.iter().enumerate() {
+            let meds: Vec<Option<f64>> = self.samples[ci]
+                .iter()
+                .enumerate()
+                .map(|(li, s)| match median(s) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        let name = self.libs.get(li).unwrap_or(&self.ceiling);
+                        errors.push(format!("- {}, {name}: {e}", cell.label()));
+                        None
+                    }
+                })
+                .collect();
+            let mut row = format!("| {} |", cell.label());
+            for (li, m) in meds.iter().enumerate() {
+                let failed = median(&self.samples[ci][li]).is_err();
+                let _ = write!(
+                    row,
+                    " {} |",
+                    m.map_or_else(|| if failed { "ERR".into() } else { "-".into() }, rate)
+                );
+            }
+            for m in meds.iter().skip(1) {
+                let r = match (meds[0], *m) {
+                    (Some(t), Some(x)) if x > 0.0 => format!("{:.2}x", t / x),
+                    _ => "-".into(),
+                };
+                let _ = write!(row, " {r} |");
+            }
+            let _ = writeln!(out, "{row}");
+            verdicts.push(verdict(cell, &self.libs, &meds[..n]));
+        }
+        let _ = writeln!(
+            out,
+            "\nFastest library per cell (the ceiling column excluded):\n"
+        );
+        for v in verdicts {
+            let _ = writeln!(out, "- {v}");
+        }
+        if !errors.is_empty() {
+            let _ = writeln!(out, "\nErrors (a failed run shows as ERR):\n");
+            for e in errors {
+                let _ = writeln!(out, "{e}");
+            }
+        }
+        out
+    }
+
+    /// Every run, for judging the noise.
+    pub(crate) fn samples_table(&self, cells: &[Cell]) -> String {
+        let mut out = format!("### {}: every run (messages/s)\n\n| cell | library | runs | spread |\n|---|---|---|---:|\n", self.title);
+        for (ci, cell) in cells.iter().enumerate() {
+            for (li, s) in self.samples[ci].iter().enumerate() {
+                let name = self.libs.get(li).unwrap_or(&self.ceiling);
+                let runs: Vec<String> = s
+                    .iter()
+                    .map(|r| r.as_ref().map_or_else(|_| "ERR".into(), |x| rate(*x)))
+                    .collect();
+                let ok: Vec<f64> = s.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
+                let spread = match (
+                    median(s),
+                    ok.iter().copied().reduce(f64::min),
+                    ok.iter().copied().reduce(f64::max),
+                ) {
+                    (Ok(Some(m)), Some(lo), Some(hi)) if m > 0.0 => {
+                        format!("{:.0}%", (hi - lo) / m * 100.0)
+                    }
+                    _ => "-".into(),
+                };
+                let _ = writeln!(
+                    out,
+                    "| {} | {name} | {} | {spread} |",
+                    cell.label(),
+                    runs.join(", ")
+                );
+            }
+        }
+        out
+    }
+}
+
+/// `16 B, 64x16: fastest X (1.74M/s); tether 1.20M/s = 0.69x of it (31% behind)`.
+fn verdict(cell: &Cell, libs: &[String], meds: &[Option<f64>]) -> String {
+    let mut ranked: Vec<(usize, f64)> = meds
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| m.map(|m| (i, m)))
+        .collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let label = cell.label();
+    let Some(&(best, best_rate)) = ranked.first() else {
+        return format!("{label}: no result");
+    };
+    let Some(tether) = meds[0] else {
+        return format!(
+            "{label}: fastest {} ({}/s); tether has no result",
+            libs[best],
+            rate(best_rate)
+        );
+    };
+    if best == 0 {
+        match ranked.get(1) {
+            Some(&(second, r)) => format!(
+                "{label}: fastest **tether** ({}/s), {:.2}x the next, {} ({}/s)",
+                rate(tether),
+                tether / r,
+                libs[second],
+                rate(r)
+            ),
+            None => format!("{label}: fastest **tether** ({}/s)", rate(tether)),
+        }
+    } else {
+        format!(
+            "{label}: fastest {} ({}/s); tether {}/s = {:.2}x of it ({:.0}% behind)",
+            libs[best],
+            rate(best_rate),
+            rate(tether),
+            tether / best_rate,
+            (1.0 - tether / best_rate) * 100.0
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_read_like_the_reference() {
+        assert_eq!(rate(1_740_000.0), "1.74M");
+        assert_eq!(rate(340_400.0), "340k");
+        assert_eq!(rate(36_240.0), "36.2k");
+        assert_eq!(rate(1_420.0), "1.42k");
+        assert_eq!(rate(950.2), "950");
+    }
+
+    #[test]
+    fn median_of_three_and_errors() {
+        assert_eq!(median(&vec![Ok(3.0), Ok(1.0), Ok(2.0)]), Ok(Some(2.0)));
+        assert!(median(&vec![Ok(3.0), Err("x".into())]).is_err());
+    }
+}
