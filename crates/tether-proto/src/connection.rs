@@ -206,15 +206,20 @@ impl Connection {
     /// The buffer to read transport bytes into, with room reserved. After
     /// reading, call [`Connection::next_event`].
     pub fn read_buf(&mut self) -> &mut BytesMut {
-        // Reserve up to the rest of the current frame, so a large frame is
-        // read without repeated reallocation; the frame's size was checked
+        // Inside a frame, reserve exactly the rest of it (up to 4 MiB at a
+        // time), so a large frame lands in one allocation and is never copied
+        // again by a late, small reservation. The frame's size was checked
         // against the limits when its header arrived.
-        let want = match &self.current {
-            Some(c) => (c.len - self.read_buf.len().min(c.len)).clamp(READ_CHUNK, 4 << 20),
-            None => READ_CHUNK,
-        };
-        if self.read_buf.capacity() - self.read_buf.len() < want / 2 {
-            self.read_buf.reserve(want);
+        let spare = self.read_buf.capacity() - self.read_buf.len();
+        match &self.current {
+            Some(c) => {
+                let rest = c.len.saturating_sub(self.read_buf.len()).min(4 << 20);
+                if spare < rest || spare == 0 {
+                    self.read_buf.reserve(rest.max(READ_CHUNK.min(c.len.max(64))));
+                }
+            }
+            None if spare < READ_CHUNK / 2 => self.read_buf.reserve(READ_CHUNK),
+            None => {}
         }
         &mut self.read_buf
     }
