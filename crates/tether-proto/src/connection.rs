@@ -215,7 +215,8 @@ impl Connection {
             Some(c) => {
                 let rest = c.len.saturating_sub(self.read_buf.len()).min(4 << 20);
                 if spare < rest || spare == 0 {
-                    self.read_buf.reserve(rest.max(READ_CHUNK.min(c.len.max(64))));
+                    self.read_buf
+                        .reserve(rest.max(READ_CHUNK.min(c.len.max(64))));
                 }
             }
             None if spare < READ_CHUNK / 2 => self.read_buf.reserve(READ_CHUNK),
