@@ -20,6 +20,10 @@ enum Step {
     AcceptClose(u16),
     /// Read the request and never answer.
     Hang,
+    /// Read the request and close the connection.
+    Eof,
+    /// Answer 101 with a wrong Sec-WebSocket-Accept.
+    BadAccept,
 }
 
 /// Plays `steps` (the last one repeats) and records the raw requests.
@@ -55,6 +59,12 @@ async fn fault_server(steps: Vec<Step>) -> (String, Arc<Mutex<Vec<String>>>) {
                         let _ = tcp.write_all(resp.as_bytes()).await;
                     }
                     Step::Hang => tokio::time::sleep(Duration::from_secs(30)).await,
+                    Step::Eof => drop(tcp),
+                    Step::BadAccept => {
+                        let resp = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n";
+                        let _ = tcp.write_all(resp.as_bytes()).await;
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
                     Step::AcceptClose(_) => {
                         let key = req
                             .lines()
@@ -533,5 +543,124 @@ async fn no_compression_is_not_offered() {
         reqs[1].contains("permessage-deflate"),
         "offered by default: {}",
         reqs[1]
+    );
+}
+
+#[tokio::test]
+async fn row_dns_failure_is_retried() {
+    let run = tether_owned(
+        cat(&[
+            &["connect", "--events", "json"],
+            FAST,
+            &["--max-attempts", "2", "ws://no-such-host.invalid/"],
+        ]),
+        "",
+        true,
+    )
+    .await;
+    assert_eq!(run.code, 4, "{}", run.stdout);
+    assert_eq!(run.of("connecting").len(), 2);
+    assert!(
+        run.of("retry")[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("resolve"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[tokio::test]
+async fn row_eof_during_handshake_is_retried() {
+    let (url, _) = fault_server(vec![
+        Step::Eof,
+        Step::AcceptClose(1000),
+        Step::Status(403, "", "done"),
+    ])
+    .await;
+    let run = tether_owned(
+        cat(&[&["connect", "--events", "json"], FAST, &[&url]]),
+        "",
+        true,
+    )
+    .await;
+    assert_eq!(run.code, 3, "{}", run.stdout);
+    assert!(
+        run.of("retry")[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("closed"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(run.of("connected").len(), 1);
+}
+
+#[tokio::test]
+async fn row_429_with_retry_after_is_honoured() {
+    let (url, _) = fault_server(vec![
+        Step::Status(429, "Retry-After: 1\r\n", "slow down"),
+        Step::AcceptClose(1000),
+        Step::Status(403, "", "done"),
+    ])
+    .await;
+    let run = tether_owned(
+        cat(&[&["connect", "--events", "json"], FAST, &[&url]]),
+        "",
+        true,
+    )
+    .await;
+    let retry = &run.of("retry")[0];
+    assert_eq!(
+        (retry["status"].clone(), retry["delay_s"].clone()),
+        (429.into(), 1.0.into()),
+        "{retry}"
+    );
+    assert_eq!(run.of("connected").len(), 1);
+}
+
+#[tokio::test]
+async fn row_redirect_is_followed_without_credentials_across_origins() {
+    let (target, target_reqs) = fault_server(vec![Step::AcceptClose(1008)]).await;
+    let location: &'static str = Box::leak(format!("Location: {target}\r\n").into_boxed_str());
+    let (url, _) = fault_server(vec![Step::Status(302, location, "")]).await;
+    let run = tether_owned(
+        cat(&[
+            &["connect", "--events", "json"],
+            FAST,
+            &["-H", "Authorization: Bearer s3cret", &url],
+        ]),
+        "",
+        true,
+    )
+    .await;
+    assert_eq!(run.code, 1, "stopped by the 1008: {}", run.stdout);
+    assert_eq!(run.of("connected").len(), 1);
+    assert_eq!(run.of("closed")[0]["code"], 1008);
+    let req = target_reqs.lock().unwrap()[0].to_ascii_lowercase();
+    assert!(
+        !req.contains("authorization"),
+        "credentials dropped on the cross-origin hop: {req}"
+    );
+}
+
+#[tokio::test]
+async fn row_invalid_handshake_is_fatal() {
+    let (url, _) = fault_server(vec![Step::BadAccept]).await;
+    let run = tether_owned(
+        cat(&[&["connect", "--events", "json"], FAST, &[&url]]),
+        "",
+        true,
+    )
+    .await;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(run.of("connecting").len(), 1);
+    assert!(
+        run.of("fatal")[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Accept"),
+        "{}",
+        run.stdout
     );
 }
