@@ -6,6 +6,11 @@
 //!   each) drives each library's echo server in turn.
 //! - Client side: each library's client drives one neutral, hand-written
 //!   echo server.
+//! - Compressed (server side): the same load generator, offering
+//!   permessage-deflate and sending JSON text, drives tether's server and
+//!   the Python websockets and Node ws servers (child processes); no other
+//!   Rust library here supports permessage-deflate (tungstenite 0.30, under
+//!   tokio-tungstenite 0.30, has no such feature and rejects RSV1).
 //!
 //! The server runs on a current-thread tokio runtime in its own thread
 //! pinned to one CPU, the load on another pinned to the other CPU. Every
@@ -15,13 +20,15 @@
 //! stdout and to `target/bench-results.md`.
 
 mod clients;
+mod deflate;
 mod harness;
+mod peers;
 mod raw;
 mod report;
 mod servers;
 
 use clap::Parser;
-use harness::{Cell, ServerFn, Timing};
+use harness::{Cell, Kind, Measured, Server, Timing};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -41,10 +48,12 @@ struct Args {
     /// Counting window in seconds (default 0.55; 0.4 with --quick).
     #[arg(long)]
     duration: Option<f64>,
-    /// Which side to measure: server, client or both.
+    /// Which side to measure: server, client or both (the compressed cells
+    /// are server side).
     #[arg(long, default_value = "both")]
     side: String,
-    /// Only the cells whose label contains this (e.g. "16 B").
+    /// Only the cells whose label contains this (e.g. "16 B", or "deflate"
+    /// for the compressed cells).
     #[arg(long)]
     cells: Option<String>,
     /// Only the libraries whose label contains this (the raw ceiling always runs).
@@ -56,18 +65,26 @@ struct Args {
 }
 
 /// The servers under test: label and connection handler.
-const SERVERS: &[(&str, ServerFn)] = &[
-    ("tether", servers::tether),
+const SERVERS: &[(&str, Server)] = &[
+    ("tether", Server::Local(servers::tether)),
     (
         "tokio-tungstenite (split+forward)",
-        servers::tungstenite_forward,
+        Server::Local(servers::tungstenite_forward),
     ),
     (
         "tokio-tungstenite (next/send)",
-        servers::tungstenite_next_send,
+        Server::Local(servers::tungstenite_next_send),
     ),
-    ("fastwebsockets", servers::fastwebsockets),
-    ("tokio-websockets", servers::tokio_websockets),
+    ("fastwebsockets", Server::Local(servers::fastwebsockets)),
+    ("tokio-websockets", Server::Local(servers::tokio_websockets)),
+];
+
+/// The servers of the compressed cells, each with its default
+/// permessage-deflate settings.
+const DEFLATE_SERVERS: &[(&str, Server)] = &[
+    ("tether", Server::Local(servers::tether)),
+    ("Python websockets", Server::External(peers::python)),
+    ("Node ws", Server::External(peers::node)),
 ];
 
 /// Share of one CPU (percent) that other processes may take during a
@@ -79,42 +96,79 @@ const MAX_TRIES: usize = 4;
 /// The cells: 16 B and 1 KiB with 16 in flight, 64 KiB and 1 MiB with 1.
 const CELLS: &[Cell] = &[
     Cell {
+        kind: Kind::Pattern,
         payload: 16,
         conns: 64,
         inflight: 16,
     },
     Cell {
+        kind: Kind::Pattern,
         payload: 16,
         conns: 1,
         inflight: 16,
     },
     Cell {
+        kind: Kind::Pattern,
         payload: 1024,
         conns: 64,
         inflight: 16,
     },
     Cell {
+        kind: Kind::Pattern,
         payload: 1024,
         conns: 1,
         inflight: 16,
     },
     Cell {
+        kind: Kind::Pattern,
         payload: 64 << 10,
         conns: 64,
         inflight: 1,
     },
     Cell {
+        kind: Kind::Pattern,
         payload: 64 << 10,
         conns: 1,
         inflight: 1,
     },
     Cell {
+        kind: Kind::Pattern,
         payload: 1 << 20,
         conns: 64,
         inflight: 1,
     },
     Cell {
+        kind: Kind::Pattern,
         payload: 1 << 20,
+        conns: 1,
+        inflight: 1,
+    },
+];
+
+/// The compressed cells (server side): JSON text, 1 KiB with 16 in flight,
+/// 64 KiB with 1.
+const DEFLATE_CELLS: &[Cell] = &[
+    Cell {
+        kind: Kind::JsonDeflate,
+        payload: 1024,
+        conns: 64,
+        inflight: 16,
+    },
+    Cell {
+        kind: Kind::JsonDeflate,
+        payload: 1024,
+        conns: 1,
+        inflight: 16,
+    },
+    Cell {
+        kind: Kind::JsonDeflate,
+        payload: 64 << 10,
+        conns: 64,
+        inflight: 1,
+    },
+    Cell {
+        kind: Kind::JsonDeflate,
+        payload: 64 << 10,
         conns: 1,
         inflight: 1,
     },
@@ -155,6 +209,59 @@ fn disturbance(before: Option<harness::CpuTicks>, secs: f64) -> String {
     }
 }
 
+/// Runs one measurement, repeating it (after waiting for the machine to
+/// be quiet) when other processes took a real share of the CPUs meanwhile.
+struct Runner {
+    timing: Timing,
+    reps: usize,
+    /// Runs discarded and repeated.
+    retried: usize,
+    /// Disturbed runs kept after [`MAX_TRIES`].
+    kept_disturbed: usize,
+}
+
+impl Runner {
+    fn one(
+        &mut self,
+        what: &str,
+        server: Server,
+        client: harness::ClientFn,
+        cell: Cell,
+        rep: usize,
+    ) -> Result<Measured, String> {
+        let reps = self.reps;
+        let label = cell.label();
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let (r, others) = harness::run(server, client, cell, self.timing);
+            match &r {
+                Ok(x) if others > MAX_OTHERS && tries < MAX_TRIES => {
+                    self.retried += 1;
+                    eprintln!(
+                        "[{label}] run {rep}/{reps} {what}: {}/s, but other processes \
+                         used {others:.0}% of a CPU meanwhile; again",
+                        report::rate(x.rate)
+                    );
+                    harness::wait_quiet(MAX_OTHERS, Duration::from_secs(60));
+                    continue;
+                }
+                Ok(x) => {
+                    if others > MAX_OTHERS {
+                        self.kept_disturbed += 1;
+                    }
+                    eprintln!(
+                        "[{label}] run {rep}/{reps} {what}: {}/s (others {others:.0}%)",
+                        report::rate(x.rate)
+                    )
+                }
+                Err(e) => eprintln!("[{label}] run {rep}/{reps} {what}: ERROR {e}"),
+            }
+            return r;
+        }
+    }
+}
+
 fn main() {
     let args = Args::parse();
     // Short windows and more repetitions: on a shared machine, disturbances
@@ -171,63 +278,50 @@ fn main() {
     };
     let do_server = args.side != "client";
     let do_client = args.side != "server";
-    let cells: Vec<Cell> = CELLS
-        .iter()
-        .copied()
-        .filter(|c| args.cells.as_deref().is_none_or(|f| c.label().contains(f)))
-        .collect();
+    let pick = |all: &[Cell]| -> Vec<Cell> {
+        all.iter()
+            .copied()
+            .filter(|c| args.cells.as_deref().is_none_or(|f| c.label().contains(f)))
+            .collect()
+    };
+    let cells = pick(CELLS);
+    let dcells = if do_server {
+        pick(DEFLATE_CELLS)
+    } else {
+        Vec::new()
+    };
 
     let cpu_before = harness::CpuTicks::now();
-    let mut retried = 0usize;
-    let mut kept_disturbed = 0usize;
+    let mut runner = Runner {
+        timing,
+        reps,
+        retried: 0,
+        kept_disturbed: 0,
+    };
     let wanted = |name: &str| args.libs.as_deref().is_none_or(|f| name.contains(f));
+    let rate = |r: Result<Measured, String>| r.map(|m| m.rate);
     let started = Instant::now();
     let mut ceiling = vec![Vec::new(); cells.len()];
     let mut server = vec![vec![Vec::new(); SERVERS.len()]; cells.len()];
     let mut client = vec![vec![Vec::new(); clients::CLIENTS.len()]; cells.len()];
     for (ci, &cell) in cells.iter().enumerate() {
         for rep in 1..=reps {
-            let mut one = |what: &str, server_fn: ServerFn, client_fn: harness::ClientFn| {
-                // A run during which other processes took a real share of
-                // the CPUs is not a measurement of the libraries: redo it.
-                let mut tries = 0;
-                loop {
-                    tries += 1;
-                    let (r, others) = harness::run(server_fn, client_fn, cell, timing);
-                    let label = cell.label();
-                    match &r {
-                        Ok(x) if others > MAX_OTHERS && tries < MAX_TRIES => {
-                            retried += 1;
-                            eprintln!(
-                                "[{label}] run {rep}/{reps} {what}: {}/s, but other processes \
-                                 used {others:.0}% of a CPU meanwhile; again",
-                                report::rate(*x)
-                            );
-                            harness::wait_quiet(MAX_OTHERS, Duration::from_secs(60));
-                            continue;
-                        }
-                        Ok(x) => {
-                            if others > MAX_OTHERS {
-                                kept_disturbed += 1;
-                            }
-                            eprintln!(
-                                "[{label}] run {rep}/{reps} {what}: {}/s (others {others:.0}%)",
-                                report::rate(*x)
-                            )
-                        }
-                        Err(e) => eprintln!("[{label}] run {rep}/{reps} {what}: ERROR {e}"),
-                    }
-                    return r;
-                }
-            };
-            ceiling[ci].push(one(
+            ceiling[ci].push(rate(runner.one(
                 "raw generator -> raw server",
-                raw::echo_server,
+                Server::Local(raw::echo_server),
                 raw::loadgen,
-            ));
+                cell,
+                rep,
+            )));
             if do_server {
-                for (li, (name, f)) in SERVERS.iter().enumerate().filter(|(_, (n, _))| wanted(n)) {
-                    server[ci][li].push(one(&format!("server {name}"), *f, raw::loadgen));
+                for (li, (name, s)) in SERVERS.iter().enumerate().filter(|(_, (n, _))| wanted(n)) {
+                    server[ci][li].push(rate(runner.one(
+                        &format!("server {name}"),
+                        *s,
+                        raw::loadgen,
+                        cell,
+                        rep,
+                    )));
                 }
             }
             if do_client {
@@ -236,15 +330,49 @@ fn main() {
                     .enumerate()
                     .filter(|(_, (n, _))| wanted(n))
                 {
-                    client[ci][li].push(one(&format!("client {name}"), raw::echo_server, *f));
+                    client[ci][li].push(rate(runner.one(
+                        &format!("client {name}"),
+                        Server::Local(raw::echo_server),
+                        *f,
+                        cell,
+                        rep,
+                    )));
                 }
             }
         }
     }
+    // The compressed cells: the ceiling is the last column.
+    let mut compressed = vec![vec![Vec::new(); DEFLATE_SERVERS.len() + 1]; dcells.len()];
+    for (ci, &cell) in dcells.iter().enumerate() {
+        for rep in 1..=reps {
+            let ceiling = (
+                "raw generator -> raw server",
+                Server::Local(raw::echo_server_deflate),
+            );
+            for (li, (name, s)) in DEFLATE_SERVERS
+                .iter()
+                .chain([&ceiling])
+                .enumerate()
+                .filter(|(li, (n, _))| *li == DEFLATE_SERVERS.len() || wanted(n))
+            {
+                let what = if li == DEFLATE_SERVERS.len() {
+                    name.to_string()
+                } else {
+                    format!("server {name}")
+                };
+                compressed[ci][li].push(runner.one(&what, *s, raw::loadgen, cell, rep));
+            }
+        }
+    }
 
+    let peer_versions = if dcells.is_empty() {
+        String::new()
+    } else {
+        format!(" Compressed cells: {}.", peers::versions())
+    };
     let mut doc = format!(
         "# tether echo benchmark\n\n\
-         Versions: {}.\n\n\
+         Versions: {}.{peer_versions}\n\n\
          Loopback echo. The server runs on a current-thread tokio runtime in its own thread pinned to \
          one CPU, the load on another current-thread runtime pinned to the other CPU. Messages per second \
          = echoed messages counted over {:.1} s after {:.2} s of warm-up; median of {reps} run(s), the \
@@ -258,8 +386,8 @@ fn main() {
         timing.warmup.as_secs_f64(),
         started.elapsed().as_secs_f64(),
         disturbance(cpu_before, started.elapsed().as_secs_f64()),
-        retried,
-        kept_disturbed
+        runner.retried,
+        runner.kept_disturbed
     );
     let mut appendix = String::new();
     let with_ceiling = |libs: Vec<Vec<report::Samples>>| -> Vec<Vec<report::Samples>> {
@@ -271,7 +399,7 @@ fn main() {
             })
             .collect()
     };
-    if do_server {
+    if do_server && !cells.is_empty() {
         let side = report::Side {
             title: "Server side (library echo servers, one neutral load generator)".into(),
             note: "The load generator is hand-written on raw tokio TCP: a fixed-key upgrade, then pre-encoded \
@@ -287,7 +415,52 @@ fn main() {
         appendix.push_str(&side.samples_table(&cells));
         appendix.push('\n');
     }
-    if do_client {
+    if !dcells.is_empty() {
+        let libs: Vec<String> = DEFLATE_SERVERS.iter().map(|(n, _)| n.to_string()).collect();
+        let side = report::Side {
+            title: "Compressed, server side (permessage-deflate, JSON text)".into(),
+            note: format!(
+                "The same load generator sends JSON text (arrays of order lines: ids, SKUs, names, prices, \
+                 timestamps, tags; deterministic), cycling through distinct messages so that no message \
+                 repeats within 128 KiB (no server window holds an earlier copy of what it compresses). \
+                 It offers `{}`, so it can compress each message once, ahead of the run (level 6, with the \
+                 client window the server asks for), and send it masked with RSV1 set; it checks that every \
+                 echo is a compressed (RSV1) text message, inflates it (keeping the server's context unless \
+                 the server resets it), and compares it with what was sent. Each server runs with its \
+                 library's default compression settings: tether `ServerBuilder::new()` (level 6, 12-bit \
+                 server window, context takeover), Python websockets `serve(..., compression=\"deflate\")` \
+                 (12-bit windows both ways, memLevel 5, zlib's default level; one asyncio process, \
+                 `async for message in ws: await ws.send(message)`), Node ws `perMessageDeflate: true` \
+                 (15-bit window, zlib defaults, context takeover; one process, zlib on libuv's worker \
+                 threads). Python and Node run as child processes pinned to the server CPU like the Rust \
+                 servers (CPU affinity set before `exec`, so all their threads are on it); their CPU time \
+                 counts as the benchmark's own in the disturbance check. No other Rust library compared \
+                 here implements permessage-deflate (tokio-tungstenite 0.30 uses tungstenite 0.30, which \
+                 has no deflate feature and fails on RSV1). Ceiling: a raw server that agrees to \
+                 `server_no_context_takeover` and echoes the compressed frames as they are (no inflating \
+                 or deflating on the server), i.e. the load generator's own limit.",
+                deflate::OFFER
+            ),
+            libs: libs.clone(),
+            ceiling: "raw (ceiling)".into(),
+            samples: compressed
+                .iter()
+                .map(|row| row.iter().map(|s| s.iter().cloned().map(rate).collect()).collect())
+                .collect(),
+        };
+        doc.push_str(&side.table(&dcells));
+        doc.push('\n');
+        doc.push_str(&report::wire_table(
+            &dcells,
+            &libs,
+            "raw (ceiling)",
+            &compressed,
+        ));
+        doc.push('\n');
+        appendix.push_str(&side.samples_table(&dcells));
+        appendix.push('\n');
+    }
+    if do_client && !cells.is_empty() {
         let side = report::Side {
             title: "Client side (library clients, one neutral echo server)".into(),
             note: format!(

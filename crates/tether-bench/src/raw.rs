@@ -6,7 +6,8 @@
 //! writes at once (so neither side can deadlock on full socket buffers with
 //! large messages) and writes as many frames per system call as are ready.
 
-use crate::harness::{ConnFuture, Job, Tally};
+use crate::deflate::{Agreed, Inflate};
+use crate::harness::{ConnFuture, Job, Ring, Tally};
 use base64::Engine as _;
 use sha1::{Digest, Sha1};
 use std::future::poll_fn;
@@ -59,14 +60,15 @@ fn push_header(out: &mut Vec<u8>, fin_opcode: u8, len: usize, mask: Option<[u8; 
     }
 }
 
-/// `count` copies of one masked binary frame carrying `payload`, back to back.
-pub(crate) fn masked_frames(payload: &[u8], count: usize) -> Vec<u8> {
+/// One masked frame carrying `payload`; `first` is the first header byte
+/// (FIN, RSV1 and opcode), e.g. `0x82` for a whole binary message.
+pub(crate) fn masked_frame(first: u8, payload: &[u8]) -> Vec<u8> {
     let mut one = Vec::with_capacity(payload.len() + 14);
-    push_header(&mut one, 0x82, payload.len(), Some(MASK));
+    push_header(&mut one, first, payload.len(), Some(MASK));
     let start = one.len();
     one.extend_from_slice(payload);
     apply_mask(&mut one[start..], MASK, 0);
-    one.repeat(count)
+    one
 }
 
 /// XORs `buf` with `mask`, `offset` bytes into the payload.
@@ -116,6 +118,8 @@ struct HeaderBuf {
 /// A parsed frame header.
 struct Header {
     fin: bool,
+    /// RSV1: with permessage-deflate, the message is compressed.
+    rsv1: bool,
     opcode: u8,
     mask: Option<[u8; 4]>,
     len: u64,
@@ -166,7 +170,7 @@ fn header_len(b1: u8) -> usize {
 }
 
 fn parse_header(h: &[u8]) -> Result<Header, String> {
-    if h[0] & 0x70 != 0 {
+    if h[0] & 0x30 != 0 {
         return Err(format!("reserved bits set in frame header {:#04x}", h[0]));
     }
     let (len, rest) = match h[1] & 0x7f {
@@ -180,6 +184,7 @@ fn parse_header(h: &[u8]) -> Result<Header, String> {
     let mask = (h[1] & 0x80 != 0).then(|| [rest[0], rest[1], rest[2], rest[3]]);
     Ok(Header {
         fin: h[0] & 0x80 != 0,
+        rsv1: h[0] & 0x40 != 0,
         opcode: h[0] & 0x0f,
         mask,
         len,
@@ -187,9 +192,15 @@ fn parse_header(h: &[u8]) -> Result<Header, String> {
 }
 
 /// The load generator's view of what a server sends back: it checks that
-/// each echoed message is binary, unmasked, and exactly the payload sent.
+/// each echoed message has the type sent, is unmasked, and is exactly the
+/// message sent (inflated first, with permessage-deflate).
 struct EchoCheck {
-    expected: Arc<[u8]>,
+    /// The messages sent, in turn.
+    messages: Vec<Arc<[u8]>>,
+    /// The data opcode expected (text or binary).
+    opcode: u8,
+    /// With permessage-deflate: the echoes must be compressed.
+    inflate: Option<Inflate>,
     header: HeaderBuf,
     /// Payload bytes left in the current frame.
     remaining: u64,
@@ -199,18 +210,20 @@ struct EchoCheck {
     fin: bool,
     /// Inside a (possibly fragmented) data message.
     in_msg: bool,
-    /// Bytes of the current message seen so far.
+    /// Bytes of the current message seen so far (uncompressed messages).
     pos: usize,
     /// Compare this message's content (not only its length).
     verify: bool,
     /// Messages completed so far.
-    messages: u64,
+    messages_done: u64,
 }
 
 impl EchoCheck {
-    fn new(expected: Arc<[u8]>) -> Self {
+    fn new(job: &Job, agreed: Option<Agreed>) -> Self {
         EchoCheck {
-            expected,
+            messages: job.messages.clone(),
+            opcode: if job.text { 0x1 } else { 0x2 },
+            inflate: agreed.map(Inflate::new),
             header: HeaderBuf::default(),
             remaining: 0,
             data_frame: false,
@@ -218,8 +231,13 @@ impl EchoCheck {
             in_msg: false,
             pos: 0,
             verify: true,
-            messages: 0,
+            messages_done: 0,
         }
+    }
+
+    /// The message the current echo must equal.
+    fn expected(&self) -> &[u8] {
+        &self.messages[(self.messages_done % self.messages.len() as u64) as usize]
     }
 
     /// Consumes received bytes; returns how many messages they completed.
@@ -238,17 +256,23 @@ impl EchoCheck {
             }
             let take = (self.remaining.min(data.len() as u64)) as usize;
             if self.data_frame {
-                let end = self.pos + take;
-                if end > self.expected.len() {
-                    return Err(format!(
-                        "echoed message longer than the {} bytes sent",
-                        self.expected.len()
-                    ));
+                let idx = (self.messages_done % self.messages.len() as u64) as usize;
+                let expected = &self.messages[idx];
+                if let Some(inf) = &mut self.inflate {
+                    inf.feed(&data[..take], expected.len())?;
+                } else {
+                    let end = self.pos + take;
+                    if end > expected.len() {
+                        return Err(format!(
+                            "echoed message longer than the {} bytes sent",
+                            expected.len()
+                        ));
+                    }
+                    if self.verify && data[..take] != expected[self.pos..end] {
+                        return Err("echoed payload differs from what was sent".into());
+                    }
+                    self.pos = end;
                 }
-                if self.verify && data[..take] != self.expected[self.pos..end] {
-                    return Err("echoed payload differs from what was sent".into());
-                }
-                self.pos = end;
             }
             data = &data[take..];
             self.remaining -= take as u64;
@@ -263,17 +287,37 @@ impl EchoCheck {
         if h.mask.is_some() {
             return Err("server sent a masked frame".into());
         }
+        let first = !self.in_msg && h.opcode == self.opcode;
+        if h.rsv1 && !(first && self.inflate.is_some()) {
+            return Err(format!(
+                "RSV1 set on a frame with opcode {:#x} {}",
+                h.opcode,
+                if self.inflate.is_some() {
+                    "(only the first frame of a message may have it)"
+                } else {
+                    "without permessage-deflate"
+                }
+            ));
+        }
         match h.opcode {
-            0x2 if !self.in_msg => {
+            _ if first => {
+                if self.inflate.is_some() && !h.rsv1 {
+                    return Err("server echoed a message uncompressed (RSV1 clear)".into());
+                }
                 self.in_msg = true;
                 self.pos = 0;
-                self.verify =
-                    self.expected.len() <= FULL_CHECK_MAX || self.messages.is_multiple_of(16);
+                self.verify = self.expected().len() <= FULL_CHECK_MAX
+                    || self.messages_done.is_multiple_of(16);
                 self.data_frame = true;
             }
             0x0 if self.in_msg => self.data_frame = true,
             0x9 | 0xA => self.data_frame = false,
-            0x1 => return Err("server echoed a text frame for a binary message".into()),
+            0x1 | 0x2 => {
+                return Err(format!(
+                    "server echoed opcode {:#x} for a message sent with {:#x}",
+                    h.opcode, self.opcode
+                ))
+            }
             0x8 => return Err("server sent a close frame".into()),
             op => return Err(format!("unexpected frame opcode {op:#x}")),
         }
@@ -286,15 +330,30 @@ impl EchoCheck {
         if !(self.data_frame && self.fin) {
             return Ok(0);
         }
-        if self.pos != self.expected.len() {
+        let idx = (self.messages_done % self.messages.len() as u64) as usize;
+        let expected = &self.messages[idx];
+        if let Some(inf) = &mut self.inflate {
+            let got = inf.finish(expected.len())?;
+            if got.len() != expected.len() {
+                return Err(format!(
+                    "echoed message inflates to {} bytes, sent {}",
+                    got.len(),
+                    expected.len()
+                ));
+            }
+            if self.verify && got != &expected[..] {
+                return Err("echoed message inflates to other content than was sent".into());
+            }
+            inf.out.clear();
+        } else if self.pos != expected.len() {
             return Err(format!(
                 "echoed message has {} bytes, sent {}",
                 self.pos,
-                self.expected.len()
+                expected.len()
             ));
         }
         self.in_msg = false;
-        self.messages += 1;
+        self.messages_done += 1;
         Ok(1)
     }
 }
@@ -307,9 +366,14 @@ pub(crate) fn loadgen(addr: SocketAddr, job: Arc<Job>, tally: Arc<Tally>) -> Con
             .await
             .map_err(|e| format!("connect: {e}"))?;
         tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+        let extensions = if job.deflate {
+            format!("Sec-WebSocket-Extensions: {}\r\n", crate::deflate::OFFER)
+        } else {
+            String::new()
+        };
         let request = format!(
             "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+             Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{extensions}\r\n"
         );
         tcp.write_all(request.as_bytes())
             .await
@@ -326,32 +390,44 @@ pub(crate) fn loadgen(addr: SocketAddr, job: Arc<Job>, tally: Arc<Tally>) -> Con
         if !head.contains(&ACCEPT.to_ascii_lowercase()) {
             return Err("wrong or missing Sec-WebSocket-Accept".into());
         }
-        let mut check = EchoCheck::new(job.expected.clone());
+        let (agreed, ring): (Option<Agreed>, &Ring) = if job.deflate {
+            let a = crate::deflate::agreed(&head)?;
+            (Some(a), job.compressed(a.client_bits)?)
+        } else {
+            if head.contains("sec-websocket-extensions:") {
+                return Err("server answered with extensions that were not offered".into());
+            }
+            (None, &job.plain)
+        };
+        let mut check = EchoCheck::new(&job, agreed);
         if check.feed(&rd[head_len..got])? != 0 {
             return Err("server sent a message before any was sent to it".into());
         }
         tally.ready();
 
-        let frame_len = job.frames.len() / job.inflight;
         let mut credits = job.inflight as u64;
-        let (mut out_off, mut out_len) = (0usize, 0usize);
+        // The next frame of the ring to send, and what is being written.
+        let mut next = 0usize;
+        let mut out: &[u8] = &[];
         poll_fn(|cx| {
             for _ in 0..SPINS {
                 let mut progress = false;
                 loop {
-                    if out_off == out_len {
+                    if out.is_empty() {
                         if credits == 0 {
                             break;
                         }
-                        (out_off, out_len) = (0, credits as usize * frame_len);
+                        out = ring.frames(next, credits as usize);
+                        next = (next + credits as usize) % ring.count();
                         credits = 0;
                     }
-                    match Pin::new(&mut tcp).poll_write(cx, &job.frames[out_off..out_len]) {
+                    match Pin::new(&mut tcp).poll_write(cx, out) {
                         Poll::Ready(Ok(0)) => {
                             return Poll::Ready(Err("server stopped reading".to_string()))
                         }
                         Poll::Ready(Ok(n)) => {
-                            out_off += n;
+                            out = &out[n..];
+                            tally.sent(n);
                             progress = true;
                         }
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(format!("write: {e}"))),
@@ -365,6 +441,7 @@ pub(crate) fn loadgen(addr: SocketAddr, job: Arc<Job>, tally: Arc<Tally>) -> Con
                         if n == 0 {
                             return Poll::Ready(Err("server closed the connection".to_string()));
                         }
+                        tally.received(n);
                         let done = match check.feed(&rd[..n]) {
                             Ok(d) => d,
                             Err(e) => return Poll::Ready(Err(e)),
@@ -388,9 +465,13 @@ pub(crate) fn loadgen(addr: SocketAddr, job: Arc<Job>, tally: Arc<Tally>) -> Con
 }
 
 /// The echo side of the raw server: unmasks client frames and queues them
-/// back unmasked, streaming large payloads as they arrive.
+/// back unmasked, streaming large payloads as they arrive. With
+/// permessage-deflate (both sides without context takeover), compressed
+/// messages go back as they came, still compressed.
 #[derive(Default)]
 struct Echo {
+    /// permessage-deflate was agreed: RSV1 may be set (and is echoed).
+    deflate: bool,
     header: HeaderBuf,
     remaining: u64,
     mask: [u8; 4],
@@ -413,6 +494,9 @@ impl Echo {
                 let Some(mask) = h.mask else {
                     return Err("client sent an unmasked frame".into());
                 };
+                if h.rsv1 && !self.deflate {
+                    return Err("client set RSV1 without permessage-deflate".into());
+                }
                 let opcode = match h.opcode {
                     0x9 => 0xA, // ping: answer with a pong
                     op => op,
@@ -420,7 +504,8 @@ impl Echo {
                 self.emit = opcode != 0xA || h.opcode == 0x9;
                 if self.emit {
                     let len = usize::try_from(h.len).map_err(|_| "frame too large")?;
-                    push_header(out, (u8::from(h.fin) << 7) | opcode, len, None);
+                    let first = (u8::from(h.fin) << 7) | (u8::from(h.rsv1) << 6) | opcode;
+                    push_header(out, first, len, None);
                 }
                 self.closed = h.opcode == 0x8;
                 self.mask = mask;
@@ -444,92 +529,123 @@ impl Echo {
 
 /// The neutral echo server for one accepted connection: a hand-made
 /// upgrade answer, then every frame echoed back, reading and writing at once.
-pub(crate) fn echo_server(mut tcp: TcpStream) -> ConnFuture {
-    Box::pin(async move {
-        let mut rd = vec![0u8; READ_BUF];
-        let (head_len, got) = read_head(&mut tcp, &mut rd).await?;
-        let head = String::from_utf8_lossy(&rd[..head_len]).into_owned();
-        let key = head
-            .lines()
-            .find_map(|l| {
-                let (name, value) = l.split_once(':')?;
-                name.trim()
-                    .eq_ignore_ascii_case("sec-websocket-key")
-                    .then(|| value.trim().to_string())
-            })
-            .ok_or("no Sec-WebSocket-Key")?;
-        let mut sha = Sha1::new();
-        sha.update(key.as_bytes());
-        sha.update(GUID.as_bytes());
-        let accept = base64::engine::general_purpose::STANDARD.encode(sha.finalize());
-        let response = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Accept: {accept}\r\n\r\n"
-        );
-        tcp.write_all(response.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
+/// It declines permessage-deflate.
+pub(crate) fn echo_server(tcp: TcpStream) -> ConnFuture {
+    Box::pin(echo(tcp, false))
+}
 
-        let mut echo = Echo::default();
-        let mut out = Vec::with_capacity(READ_BUF + 64);
-        echo.feed(&rd[head_len..got], &mut out)?;
-        let mut out_off = 0;
-        poll_fn(|cx| {
-            for _ in 0..SPINS {
-                let mut progress = false;
-                while out_off < out.len() {
-                    match Pin::new(&mut tcp).poll_write(cx, &out[out_off..]) {
-                        Poll::Ready(Ok(0)) => {
-                            return Poll::Ready(Err("client stopped reading".to_string()))
-                        }
-                        Poll::Ready(Ok(n)) => {
-                            out_off += n;
-                            progress = true;
-                        }
-                        Poll::Ready(Err(e)) => return Poll::Ready(Err(format!("write: {e}"))),
-                        Poll::Pending => break,
+/// [`echo_server`], but accepting a permessage-deflate offer with
+/// `server_no_context_takeover; client_no_context_takeover`, so that it can
+/// echo compressed messages without inflating them: the ceiling of the
+/// compressed cells.
+pub(crate) fn echo_server_deflate(tcp: TcpStream) -> ConnFuture {
+    Box::pin(echo(tcp, true))
+}
+
+async fn echo(mut tcp: TcpStream, deflate: bool) -> Result<(), String> {
+    let mut rd = vec![0u8; READ_BUF];
+    let (head_len, got) = read_head(&mut tcp, &mut rd).await?;
+    let head = String::from_utf8_lossy(&rd[..head_len]).into_owned();
+    let key = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.trim()
+                .eq_ignore_ascii_case("sec-websocket-key")
+                .then(|| value.trim().to_string())
+        })
+        .ok_or("no Sec-WebSocket-Key")?;
+    let offered = head.lines().any(|l| {
+        l.split_once(':').is_some_and(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("sec-websocket-extensions")
+                && value.contains(crate::deflate::NAME)
+        })
+    });
+    let deflate = deflate && offered;
+    let extensions = if deflate {
+        format!(
+            "Sec-WebSocket-Extensions: {}; server_no_context_takeover; \
+                 client_no_context_takeover\r\n",
+            crate::deflate::NAME
+        )
+    } else {
+        String::new()
+    };
+    let mut sha = Sha1::new();
+    sha.update(key.as_bytes());
+    sha.update(GUID.as_bytes());
+    let accept = base64::engine::general_purpose::STANDARD.encode(sha.finalize());
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {accept}\r\n{extensions}\r\n"
+    );
+    tcp.write_all(response.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+
+    let mut echo = Echo {
+        deflate,
+        ..Echo::default()
+    };
+    let mut out = Vec::with_capacity(READ_BUF + 64);
+    echo.feed(&rd[head_len..got], &mut out)?;
+    let mut out_off = 0;
+    poll_fn(|cx| {
+        for _ in 0..SPINS {
+            let mut progress = false;
+            while out_off < out.len() {
+                match Pin::new(&mut tcp).poll_write(cx, &out[out_off..]) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err("client stopped reading".to_string()))
                     }
-                }
-                if out_off == out.len() {
-                    out.clear();
-                    out_off = 0;
-                    if echo.closed {
-                        return Poll::Ready(Ok(()));
+                    Poll::Ready(Ok(n)) => {
+                        out_off += n;
+                        progress = true;
                     }
-                }
-                if out.len() - out_off < MAX_QUEUED && !echo.closed {
-                    let mut rb = ReadBuf::new(&mut rd);
-                    match Pin::new(&mut tcp).poll_read(cx, &mut rb) {
-                        Poll::Ready(Ok(())) => {
-                            let n = rb.filled().len();
-                            if n == 0 {
-                                return Poll::Ready(Ok(()));
-                            }
-                            if let Err(e) = echo.feed(&rd[..n], &mut out) {
-                                return Poll::Ready(Err(e));
-                            }
-                            progress = true;
-                        }
-                        Poll::Ready(Err(e)) => return Poll::Ready(Err(format!("read: {e}"))),
-                        Poll::Pending => {}
-                    }
-                }
-                if !progress {
-                    return Poll::Pending;
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(format!("write: {e}"))),
+                    Poll::Pending => break,
                 }
             }
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        })
-        .await?;
-        let _ = Pin::new(&mut tcp).shutdown().await;
-        Ok(())
+            if out_off == out.len() {
+                out.clear();
+                out_off = 0;
+                if echo.closed {
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            if out.len() - out_off < MAX_QUEUED && !echo.closed {
+                let mut rb = ReadBuf::new(&mut rd);
+                match Pin::new(&mut tcp).poll_read(cx, &mut rb) {
+                    Poll::Ready(Ok(())) => {
+                        let n = rb.filled().len();
+                        if n == 0 {
+                            return Poll::Ready(Ok(()));
+                        }
+                        if let Err(e) = echo.feed(&rd[..n], &mut out) {
+                            return Poll::Ready(Err(e));
+                        }
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(format!("read: {e}"))),
+                    Poll::Pending => {}
+                }
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     })
+    .await?;
+    let _ = Pin::new(&mut tcp).shutdown().await;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::harness::{Cell, Kind};
 
     #[test]
     fn mask_round_trip_at_any_offset() {
@@ -543,18 +659,27 @@ mod tests {
         }
     }
 
+    fn job(kind: Kind, payload: usize, inflight: usize) -> Job {
+        Job::new(Cell {
+            kind,
+            payload,
+            conns: 1,
+            inflight,
+        })
+    }
+
     #[test]
     fn echo_then_check_byte_by_byte() {
         for len in [0usize, 16, 125, 126, 1024, 70_000] {
-            let p: Arc<[u8]> = payload(len).into();
-            let frames = masked_frames(&p, 3);
+            let job = job(Kind::Pattern, len, 3);
+            let frames = job.plain.frames(1, 3);
             let mut echo = Echo::default();
             let mut out = Vec::new();
             // Feed in awkward pieces to exercise split headers.
             for chunk in frames.chunks(7) {
                 echo.feed(chunk, &mut out).unwrap();
             }
-            let mut check = EchoCheck::new(p.clone());
+            let mut check = EchoCheck::new(&job, None);
             let mut n = 0;
             for chunk in out.chunks(5) {
                 n += check.feed(chunk).unwrap();
@@ -564,15 +689,84 @@ mod tests {
     }
 
     #[test]
+    fn compressed_echo_then_check() {
+        for len in [1024usize, 64 << 10] {
+            let job = job(Kind::JsonDeflate, len, 4);
+            let ring = job.compressed(12).unwrap();
+            let n = ring.count() + 3;
+            let mut frames = ring.frames(0, ring.count()).to_vec();
+            frames.extend_from_slice(ring.frames(0, 3));
+            // The raw ceiling: compressed frames go back as they are.
+            let mut echo = Echo {
+                deflate: true,
+                ..Echo::default()
+            };
+            let mut out = Vec::new();
+            for chunk in frames.chunks(1000) {
+                echo.feed(chunk, &mut out).unwrap();
+            }
+            let agreed = Agreed {
+                client_bits: 12,
+                server_no_context_takeover: true,
+            };
+            let mut check = EchoCheck::new(&job, Some(agreed));
+            let mut got = 0;
+            for chunk in out.chunks(333) {
+                got += check.feed(chunk).unwrap();
+            }
+            assert_eq!(got, n as u64, "len {len}");
+            // Without permessage-deflate, RSV1 is an error.
+            assert!(EchoCheck::new(&job, None).feed(&out).is_err());
+        }
+    }
+
+    #[test]
+    fn check_inflates_with_the_server_context() {
+        use flate2::{Compress, Compression, FlushCompress};
+        let job = job(Kind::JsonDeflate, 1024, 16);
+        // A server that keeps its context: one stream across messages,
+        // each ended by a sync flush whose tail is left out.
+        let mut z = Compress::new_with_window_bits(Compression::new(6), false, 12);
+        let mut out = Vec::new();
+        for i in 0..2 * job.messages.len() {
+            let m = &job.messages[i % job.messages.len()];
+            let mut c = Vec::with_capacity(m.len() + 64);
+            z.compress_vec(m, &mut c, FlushCompress::Sync).unwrap();
+            assert!(c.ends_with(&[0, 0, 0xff, 0xff]));
+            c.truncate(c.len() - 4);
+            push_header(&mut out, 0xC1, c.len(), None);
+            out.extend_from_slice(&c);
+        }
+        let agreed = Agreed {
+            client_bits: 15,
+            server_no_context_takeover: false,
+        };
+        let mut check = EchoCheck::new(&job, Some(agreed));
+        assert_eq!(check.feed(&out).unwrap(), 2 * job.messages.len() as u64);
+        // Inflating each message on its own fails once the context matters.
+        let agreed = Agreed {
+            server_no_context_takeover: true,
+            ..agreed
+        };
+        assert!(EchoCheck::new(&job, Some(agreed)).feed(&out).is_err());
+        // An uncompressed echo is refused.
+        let mut plain = Vec::new();
+        push_header(&mut plain, 0x81, 1024, None);
+        plain.extend_from_slice(&job.messages[0]);
+        assert!(EchoCheck::new(&job, Some(agreed)).feed(&plain).is_err());
+    }
+
+    #[test]
     fn check_rejects_wrong_length_and_text() {
-        let p: Arc<[u8]> = payload(16).into();
+        let job = job(Kind::Pattern, 16, 1);
+        let p = job.messages[0].clone();
         let mut out = Vec::new();
         push_header(&mut out, 0x82, 15, None);
         out.extend_from_slice(&p[..15]);
-        assert!(EchoCheck::new(p.clone()).feed(&out).is_err());
+        assert!(EchoCheck::new(&job, None).feed(&out).is_err());
         let mut out = Vec::new();
         push_header(&mut out, 0x81, 16, None);
         out.extend_from_slice(&p);
-        assert!(EchoCheck::new(p).feed(&out).is_err());
+        assert!(EchoCheck::new(&job, None).feed(&out).is_err());
     }
 }

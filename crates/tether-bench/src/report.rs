@@ -1,6 +1,6 @@
 //! Turning the samples into markdown tables.
 
-use crate::harness::Cell;
+use crate::harness::{Cell, Measured};
 use std::fmt::Write as _;
 
 /// The runs of one library in one cell: messages per second, or an error.
@@ -196,6 +196,57 @@ fn verdict(cell: &Cell, libs: &[String], meds: &[Option<f64>]) -> String {
             (1.0 - tether / best_rate) * 100.0
         )
     }
+}
+
+/// The median of some values (of at least one).
+fn median_of(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    match v.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(v[m]),
+        _ => Some((v[m - 1] + v[m]) / 2.0),
+    }
+}
+
+/// The bytes on the wire per message in each direction, from the runs of
+/// `runs[cell][lib]` (the ceiling last).
+pub(crate) fn wire_table(
+    cells: &[Cell],
+    libs: &[String],
+    ceiling: &str,
+    runs: &[Vec<Vec<Result<Measured, String>>>],
+) -> String {
+    let mut out = String::from(
+        "### Bytes on the wire per message\n\n\
+         Frame bytes (headers included) per echoed message as the load generator counted them, \
+         client to server / server to client (median over the runs), and in brackets how many times \
+         smaller the server's echo is than the JSON it carries. Client to server depends only on the \
+         window the server lets the client use (each message compressed on its own).\n\n",
+    );
+    let mut head = String::from("| cell |");
+    let mut rule = String::from("|---|");
+    for l in libs.iter().map(String::as_str).chain([ceiling]) {
+        let _ = write!(head, " {l} |");
+        rule.push_str("---:|");
+    }
+    let _ = writeln!(out, "{head}\n{rule}");
+    for (ci, cell) in cells.iter().enumerate() {
+        let mut row = format!("| {} |", cell.label());
+        for r in &runs[ci] {
+            let ok: Vec<&Measured> = r.iter().filter_map(|x| x.as_ref().ok()).collect();
+            let up = median_of(ok.iter().map(|m| m.up).collect());
+            let down = median_of(ok.iter().map(|m| m.down).collect());
+            match (up, down) {
+                (Some(u), Some(d)) if d > 0.0 => {
+                    let _ = write!(row, " {u:.0} / {d:.0} ({:.1}x) |", cell.payload as f64 / d);
+                }
+                _ => row.push_str(" - |"),
+            }
+        }
+        let _ = writeln!(out, "{row}");
+    }
+    out
 }
 
 #[cfg(test)]
