@@ -92,7 +92,7 @@
 //! [`ReconnectPolicy::reset_after`] (5 s), so a server that accepts and drops
 //! at once cannot drive a hot loop. [`ReconnectPolicy::max_attempts`] and
 //! [`ReconnectPolicy::max_elapsed`] cap the retries; when a cap is reached,
-//! the stream yields an [`ErrorKind::Exhausted`](crate::ErrorKind::Exhausted)
+//! the stream yields an [`ErrorKind::Exhausted`]
 //! error with the last failure and the number of attempts.
 
 pub mod backoff;
