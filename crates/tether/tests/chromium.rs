@@ -13,8 +13,10 @@
 //! `scripts/test.sh`); `TETHER_CHROMIUM` overrides its path. Without it the
 //! test fails: it is never skipped.
 
+mod peers;
 mod relay;
 
+use peers::collect;
 use relay::Relay;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -22,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tether::tether_proto::deflate::DeflateParams;
 use tether::{CloseCode, Message, ServerBuilder, WebSocket};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::process::Command;
 use tokio::sync::mpsc;
@@ -221,23 +223,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// Collects a child's output in the background (shown on failure).
-fn collect(pipe: impl AsyncRead + Unpin + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
-    let buf = Arc::new(Mutex::new(Vec::new()));
-    let sink = buf.clone();
-    tokio::spawn(async move {
-        let mut pipe = pipe;
-        let mut chunk = [0u8; 4096];
-        while let Ok(n) = pipe.read(&mut chunk).await {
-            if n == 0 {
-                break;
-            }
-            sink.lock().unwrap().extend_from_slice(&chunk[..n]);
-        }
-    });
-    buf
 }
 
 /// The last `max` bytes of a child's output, as text.

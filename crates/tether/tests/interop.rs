@@ -12,19 +12,18 @@
 //! The peers are installed by the tests themselves (once per test binary);
 //! if that fails the tests fail, they are never skipped.
 
+mod peers;
+
+use peers::{peers, start_server, Peer, PeerProcess};
 use std::collections::VecDeque;
 use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tether::{
     Bytes, ClientBuilder, CloseCode, CloseFrame, ErrorKind, Message, ServerBuilder, State,
     WebSocket,
 };
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 /// Upper bound for one whole test (not counting the one-time install).
 const TEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -36,182 +35,24 @@ const BIG_LIMIT: usize = 16 << 20;
 const SIZES: [usize; 6] = [0, 125, 126, 65535, 65536, 1048576];
 
 // ---------------------------------------------------------------------------
-// Installing the peers
+// Servers for tether's client
 // ---------------------------------------------------------------------------
 
-/// Where `interop/install.sh` put the peers.
-#[derive(Debug)]
-struct Peers {
-    dir: PathBuf,
-    python: PathBuf,
-}
-
-fn repo_root() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    root.canonicalize().unwrap_or(root)
-}
-
-/// Runs `interop/install.sh` once per test binary. A failure panics in every
-/// test that needs the peers: interop tests fail, they do not skip.
-fn peers() -> &'static Peers {
-    static PEERS: OnceLock<Result<Peers, String>> = OnceLock::new();
-    match PEERS.get_or_init(install_peers) {
-        Ok(p) => p,
-        Err(e) => panic!("interop peers could not be installed, so the interop tests fail:\n{e}"),
-    }
-}
-
-fn install_peers() -> Result<Peers, String> {
-    let script = repo_root().join("interop/install.sh");
-    let out = std::process::Command::new("bash")
-        .arg(&script)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("could not run `bash {}`: {e}", script.display()))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
-        return Err(format!(
-            "`bash {}` failed ({}); it needs python3 (with venv) and node/npm.\n\
-             --- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
-            script.display(),
-            out.status
-        ));
-    }
-    let value = |key: &str| {
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-            .map(PathBuf::from)
-            .ok_or_else(|| format!("install.sh printed no {key}=... line:\n{stdout}\n{stderr}"))
-    };
-    let peers = Peers {
-        dir: value("TETHER_INTEROP_DIR")?,
-        python: value("TETHER_INTEROP_PYTHON")?,
-    };
-    let node_modules = value("TETHER_INTEROP_NODE_MODULES")?;
-    if !peers.python.is_file() {
-        return Err(format!(
-            "install.sh reported {} but it does not exist",
-            peers.python.display()
-        ));
-    }
-    if !node_modules.join("ws/package.json").is_file() {
-        return Err(format!(
-            "install.sh reported {} but it holds no `ws`",
-            node_modules.display()
-        ));
-    }
-    Ok(peers)
-}
-
-// ---------------------------------------------------------------------------
-// Peer processes
-// ---------------------------------------------------------------------------
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Peer {
-    Python,
-    Node,
-    /// tether's own command-protocol server, in-process (Direction A only):
-    /// the reference that the Direction B server is checked against.
+/// What a Direction A check runs against.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Server {
+    /// A peer's server process.
+    Peer(Peer),
+    /// tether's own command-protocol server, in-process: the reference that
+    /// the Direction B server is checked against.
     Tether,
 }
 
-impl Peer {
-    fn command(self, script: &str) -> Command {
-        let peers = peers();
-        let mut cmd = match self {
-            Peer::Python => Command::new(&peers.python),
-            Peer::Node => Command::new("node"),
-            Peer::Tether => unreachable!("tether runs in-process"),
-        };
-        cmd.arg(repo_root().join("interop").join(script))
-            // load_ws.js finds `ws` there.
-            .env("TETHER_INTEROP_DIR", &peers.dir)
-            .env("PYTHONUNBUFFERED", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        cmd
-    }
-}
-
-/// Collects a child's output in the background, so that it can never block
-/// on a full pipe and can be shown when a test fails.
-fn collect(pipe: impl AsyncRead + Unpin + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
-    let buf = Arc::new(Mutex::new(Vec::new()));
-    let sink = buf.clone();
-    tokio::spawn(async move {
-        let mut pipe = pipe;
-        let mut chunk = [0u8; 4096];
-        while let Ok(n) = pipe.read(&mut chunk).await {
-            if n == 0 {
-                break;
-            }
-            sink.lock().unwrap().extend_from_slice(&chunk[..n]);
-        }
-    });
-    buf
-}
-
-fn text_of(buf: &Mutex<Vec<u8>>) -> String {
-    String::from_utf8_lossy(&buf.lock().unwrap()).into_owned()
-}
-
-/// A running peer process; killed when dropped. When the test is failing,
-/// the drop shows the peer's stderr.
-struct PeerProcess {
-    name: String,
-    child: Child,
-    stderr: Arc<Mutex<Vec<u8>>>,
-}
-
-impl PeerProcess {
-    fn spawn(
-        peer: Peer,
-        script: &str,
-        args: &[&str],
-    ) -> (PeerProcess, tokio::process::ChildStdout) {
-        let mut cmd = peer.command(script);
-        cmd.args(args);
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("could not start the {peer:?} peer {script}: {e}"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let stderr = collect(child.stderr.take().expect("piped stderr"));
-        (
-            PeerProcess {
-                name: format!("{peer:?} {script}"),
-                child,
-                stderr,
-            },
-            stdout,
-        )
-    }
-
-    fn stderr(&self) -> String {
-        text_of(&self.stderr)
-    }
-
-    /// Panics if the peer has exited (it should serve until killed).
-    fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!(
-                "{} exited early ({status}); stderr:\n{}",
-                self.name,
-                self.stderr()
-            );
-        }
-    }
-}
-
-impl Drop for PeerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-        if std::thread::panicking() {
-            eprintln!("--- stderr of {} ---\n{}", self.name, self.stderr());
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Server::Peer(peer) => peer.fmt(f),
+            Server::Tether => f.write_str("Tether"),
         }
     }
 }
@@ -225,46 +66,18 @@ enum PeerServer {
 
 impl PeerServer {
     /// Starts the server and returns it with its `ws://` URL.
-    async fn start(peer: Peer) -> (PeerServer, String) {
-        if peer == Peer::Tether {
-            let server = protocol_server(Arc::default()).await;
-            let url = format!("ws://{}/", server.local_addr());
-            return (PeerServer::InProcess(server), url);
-        }
-        let script = if peer == Peer::Python {
-            "py_server.py"
-        } else {
-            "node_server.js"
-        };
-        let (mut proc_, stdout) = PeerProcess::spawn(peer, script, &[]);
-        let mut lines = BufReader::new(stdout).lines();
-        let line = match tokio::time::timeout(Duration::from_secs(15), lines.next_line()).await {
-            Ok(Ok(Some(line))) => line,
-            Ok(r) => {
-                let status = proc_.child.wait().await;
-                panic!(
-                    "{} ended before printing LISTENING ({r:?}, {status:?}); stderr:\n{}",
-                    proc_.name,
-                    proc_.stderr()
-                )
+    async fn start(server: Server) -> (PeerServer, String) {
+        match server {
+            Server::Tether => {
+                let server = protocol_server(Arc::default()).await;
+                let url = format!("ws://{}/", server.local_addr());
+                (PeerServer::InProcess(server), url)
             }
-            Err(_) => panic!("{} printed no LISTENING line within 15 s", proc_.name),
-        };
-        let port: u16 = line
-            .strip_prefix("LISTENING ")
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| {
-                panic!(
-                    "{} printed {line:?}, expected `LISTENING <port>`",
-                    proc_.name
-                )
-            });
-        // Nothing else is printed on stdout, but keep the pipe drained.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        (
-            PeerServer::Process(proc_),
-            format!("ws://127.0.0.1:{port}/"),
-        )
+            Server::Peer(peer) => {
+                let (proc_, addr) = start_server(peer, &[]).await;
+                (PeerServer::Process(proc_), format!("ws://{addr}/"))
+            }
+        }
     }
 
     async fn stop(self) {
@@ -278,24 +91,23 @@ impl PeerServer {
     }
 }
 
-/// Runs one client check against a fresh server of `peer`, within the test
-/// timeout.
-async fn with_peer_server<F, Fut>(peer: Peer, check: F)
+/// Runs one client check against a fresh `server`, within the test timeout.
+async fn with_peer_server<F, Fut>(server: Server, check: F)
 where
     F: FnOnce(String) -> Fut,
     Fut: Future<Output = ()>,
 {
-    if peer != Peer::Tether {
+    if server != Server::Tether {
         peers();
     }
-    let (server, url) = PeerServer::start(peer).await;
+    let (running, url) = PeerServer::start(server).await;
     if tokio::time::timeout(TEST_TIMEOUT, check(url))
         .await
         .is_err()
     {
-        panic!("{peer:?} server: check timed out after {TEST_TIMEOUT:?}");
+        panic!("{server:?} server: check timed out after {TEST_TIMEOUT:?}");
     }
-    server.stop().await;
+    running.stop().await;
 }
 
 // ---------------------------------------------------------------------------
@@ -802,17 +614,17 @@ macro_rules! against_servers {
     ($($check:ident => $py:ident, $node:ident, $tether:ident;)*) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $py() {
-            with_peer_server(Peer::Python, $check).await;
+            with_peer_server(Server::Peer(Peer::Python), $check).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $node() {
-            with_peer_server(Peer::Node, $check).await;
+            with_peer_server(Server::Peer(Peer::Node), $check).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $tether() {
-            with_peer_server(Peer::Tether, $check).await;
+            with_peer_server(Server::Tether, $check).await;
         }
     )*};
 }
@@ -1042,24 +854,7 @@ async fn peer_client_against_tether_server(peer: Peer, script: &str) {
     let url = format!("ws://{}/", server.local_addr());
 
     let (mut proc_, stdout) = PeerProcess::spawn(peer, script, &[&url]);
-    let stdout = collect(stdout);
-    let status: ExitStatus = match tokio::time::timeout(TEST_TIMEOUT, proc_.child.wait()).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => panic!("{script}: wait failed: {e}"),
-        Err(_) => panic!(
-            "{script} did not finish within {TEST_TIMEOUT:?}; stdout so far:\n{}",
-            text_of(&stdout)
-        ),
-    };
-    // Let the output collectors reach EOF.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let out = loop {
-        let out = text_of(&stdout);
-        if out.lines().any(|l| l.starts_with("# ")) || Instant::now() > deadline {
-            break out;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let (status, out) = proc_.finish(stdout, TEST_TIMEOUT, script).await;
     assert!(
         status.success(),
         "{script} against tether's server failed ({status}):\n{out}"

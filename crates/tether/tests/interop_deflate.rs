@@ -21,21 +21,18 @@
 //! The peers are installed by the tests themselves; if that fails, the tests
 //! fail, they are never skipped.
 
+mod peers;
 mod relay;
 
+use peers::{peers, start_server, Peer, PeerProcess};
 use relay::Relay;
 use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tether::tether_proto::deflate::{DeflateConfig, DeflateParams};
 use tether::{
     Bytes, ClientBuilder, CloseCode, CloseFrame, ErrorKind, Message, ServerBuilder, WebSocket,
 };
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 /// Upper bound for one whole test (not counting the one-time install). The
 /// peers' clients exchange megabytes through debug-built zlib-rs.
@@ -46,210 +43,6 @@ const RECV_TIMEOUT: Duration = Duration::from_secs(20);
 const BIG_LIMIT: usize = 16 << 20;
 /// The echo sizes of PROTOCOL.md (run by the peers' clients).
 const SIZES: [usize; 6] = [0, 125, 126, 65535, 65536, 1048576];
-
-// ---------------------------------------------------------------------------
-// Installing and starting the peers
-// ---------------------------------------------------------------------------
-
-/// Where `interop/install.sh` put the peers.
-#[derive(Debug)]
-struct Peers {
-    dir: PathBuf,
-    python: PathBuf,
-}
-
-fn repo_root() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    root.canonicalize().unwrap_or(root)
-}
-
-/// Runs `interop/install.sh` once per test binary; a failure fails every
-/// test that needs the peers.
-fn peers() -> &'static Peers {
-    static PEERS: OnceLock<Result<Peers, String>> = OnceLock::new();
-    match PEERS.get_or_init(install_peers) {
-        Ok(p) => p,
-        Err(e) => panic!("interop peers could not be installed, so the interop tests fail:\n{e}"),
-    }
-}
-
-fn install_peers() -> Result<Peers, String> {
-    let script = repo_root().join("interop/install.sh");
-    let out = std::process::Command::new("bash")
-        .arg(&script)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("could not run `bash {}`: {e}", script.display()))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
-        return Err(format!(
-            "`bash {}` failed ({}); it needs python3 (with venv) and node/npm.\n\
-             --- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
-            script.display(),
-            out.status
-        ));
-    }
-    let value = |key: &str| {
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-            .map(PathBuf::from)
-            .ok_or_else(|| format!("install.sh printed no {key}=... line:\n{stdout}\n{stderr}"))
-    };
-    let peers = Peers {
-        dir: value("TETHER_INTEROP_DIR")?,
-        python: value("TETHER_INTEROP_PYTHON")?,
-    };
-    if !peers.python.is_file() {
-        return Err(format!(
-            "install.sh reported {} but it does not exist",
-            peers.python.display()
-        ));
-    }
-    Ok(peers)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Peer {
-    Python,
-    Node,
-}
-
-impl Peer {
-    fn server_script(self) -> &'static str {
-        match self {
-            Peer::Python => "py_server.py",
-            Peer::Node => "node_server.js",
-        }
-    }
-
-    fn client_script(self) -> &'static str {
-        match self {
-            Peer::Python => "py_client.py",
-            Peer::Node => "node_client.js",
-        }
-    }
-}
-
-/// Collects a child's output in the background (never blocks on a full
-/// pipe; shown when a test fails).
-fn collect(pipe: impl AsyncRead + Unpin + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
-    let buf = Arc::new(Mutex::new(Vec::new()));
-    let sink = buf.clone();
-    tokio::spawn(async move {
-        let mut pipe = pipe;
-        let mut chunk = [0u8; 4096];
-        while let Ok(n) = pipe.read(&mut chunk).await {
-            if n == 0 {
-                break;
-            }
-            sink.lock().unwrap().extend_from_slice(&chunk[..n]);
-        }
-    });
-    buf
-}
-
-fn text_of(buf: &Mutex<Vec<u8>>) -> String {
-    String::from_utf8_lossy(&buf.lock().unwrap()).into_owned()
-}
-
-/// A running peer process, killed when dropped; its stderr is shown when the
-/// test is failing.
-struct PeerProcess {
-    name: String,
-    child: Child,
-    stderr: Arc<Mutex<Vec<u8>>>,
-}
-
-impl PeerProcess {
-    fn spawn(
-        peer: Peer,
-        script: &str,
-        args: &[&str],
-    ) -> (PeerProcess, tokio::process::ChildStdout) {
-        let peers = peers();
-        let mut cmd = match peer {
-            Peer::Python => Command::new(&peers.python),
-            Peer::Node => Command::new("node"),
-        };
-        cmd.arg(repo_root().join("interop").join(script))
-            .args(args)
-            .env("TETHER_INTEROP_DIR", &peers.dir)
-            .env("PYTHONUNBUFFERED", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("could not start the {peer:?} peer {script}: {e}"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let stderr = collect(child.stderr.take().expect("piped stderr"));
-        let name = format!("{script} {}", args.join(" "));
-        (
-            PeerProcess {
-                name,
-                child,
-                stderr,
-            },
-            stdout,
-        )
-    }
-
-    fn stderr(&self) -> String {
-        text_of(&self.stderr)
-    }
-
-    /// Panics if the peer has exited (a server serves until killed).
-    fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!(
-                "{} exited early ({status}); stderr:\n{}",
-                self.name,
-                self.stderr()
-            );
-        }
-    }
-}
-
-impl Drop for PeerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-        if std::thread::panicking() {
-            eprintln!("--- stderr of {} ---\n{}", self.name, self.stderr());
-        }
-    }
-}
-
-/// Starts a peer server with `args` and returns it with its address.
-async fn start_server(peer: Peer, args: &[&str]) -> (PeerProcess, SocketAddr) {
-    let (mut proc_, stdout) = PeerProcess::spawn(peer, peer.server_script(), args);
-    let mut lines = BufReader::new(stdout).lines();
-    let line = match tokio::time::timeout(Duration::from_secs(15), lines.next_line()).await {
-        Ok(Ok(Some(line))) => line,
-        Ok(r) => {
-            let status = proc_.child.wait().await;
-            panic!(
-                "{} ended before printing LISTENING ({r:?}, {status:?}); stderr:\n{}",
-                proc_.name,
-                proc_.stderr()
-            )
-        }
-        Err(_) => panic!("{} printed no LISTENING line within 15 s", proc_.name),
-    };
-    let port: u16 = line
-        .strip_prefix("LISTENING ")
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "{} printed {line:?}, expected `LISTENING <port>`",
-                proc_.name
-            )
-        });
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (proc_, SocketAddr::from(([127, 0, 0, 1], port)))
-}
 
 // ---------------------------------------------------------------------------
 // Settings and payloads
@@ -957,23 +750,7 @@ async fn peer_client_case(
     args.push(&url);
     let (mut proc_, stdout) = PeerProcess::spawn(peer, script, &args);
     let ctx = format!("{} against tether's server with {server_cfg:?}", proc_.name);
-    let stdout = collect(stdout);
-    let status: ExitStatus = match tokio::time::timeout(TEST_TIMEOUT, proc_.child.wait()).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => panic!("{ctx}: wait failed: {e}"),
-        Err(_) => panic!(
-            "{ctx}: did not finish within {TEST_TIMEOUT:?}; stdout so far:\n{}",
-            text_of(&stdout)
-        ),
-    };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let out = loop {
-        let out = text_of(&stdout);
-        if out.lines().any(|l| l.starts_with("# ")) || Instant::now() > deadline {
-            break out;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let (status, out) = proc_.finish(stdout, TEST_TIMEOUT, &ctx).await;
     assert!(status.success(), "{ctx}: failed ({status}):\n{out}");
     let echoes = ["text", "binary"]
         .into_iter()

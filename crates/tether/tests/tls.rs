@@ -5,14 +5,16 @@
 //! (`interop/py_tls_server.py`, `interop/py_tls_client.py`).
 #![cfg(feature = "rustls")]
 
+mod peers;
+
 use futures_util::StreamExt;
+use peers::{peers, Peer};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
 use std::error::Error as _;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tether::reconnect::{Backoff, Event, ReconnectPolicy};
@@ -716,59 +718,18 @@ async fn bad_settings_are_config_errors() {
 // Interop with Python websockets over TLS
 // ---------------------------------------------------------------------------
 
-fn repo_root() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    root.canonicalize().unwrap_or(root)
-}
-
-/// The Python of the venv made by `interop/install.sh` (run once per test
-/// binary). A failure fails the test: interop tests never skip.
-fn python() -> &'static Path {
-    static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let found = PYTHON.get_or_init(|| {
-        let script = repo_root().join("interop/install.sh");
-        let out = std::process::Command::new("bash")
-            .arg(&script)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("could not run {}: {e}", script.display()))?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() {
-            return Err(format!(
-                "{} failed ({}):\n{stdout}\n{}",
-                script.display(),
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("TETHER_INTEROP_PYTHON="))
-            .map(PathBuf::from)
-            .ok_or_else(|| format!("install.sh printed no TETHER_INTEROP_PYTHON:\n{stdout}"))
-    });
-    match found {
-        Ok(p) => p,
-        Err(e) => panic!("the interop peers could not be installed:\n{e}"),
-    }
-}
-
+/// `interop/<script>` with `args`, run by the Python of the venv made by
+/// `interop/install.sh`.
 fn python_script(script: &str, args: &[&Path]) -> Command {
-    let mut cmd = Command::new(python());
-    cmd.arg(repo_root().join("interop").join(script))
-        .args(args)
-        .env("PYTHONUNBUFFERED", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    let mut cmd = Peer::Python.command(script);
+    cmd.args(args);
     cmd
 }
 
 /// tether's client against `py_tls_server.py`, trusting the test CA.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tether_client_against_python_tls_server() {
-    tokio::task::spawn_blocking(python).await.unwrap();
+    tokio::task::spawn_blocking(peers).await.unwrap();
     let ca = Ca::new("tether test CA");
     let leaf = ca.server(LOCAL);
     let dir = Scratch::new("py-server");
@@ -827,7 +788,7 @@ async fn tether_client_against_python_tls_server() {
 /// `py_tls_client.py` against tether's TLS server, trusting the test CA.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_client_against_tether_tls_server() {
-    tokio::task::spawn_blocking(python).await.unwrap();
+    tokio::task::spawn_blocking(peers).await.unwrap();
     let ca = Ca::new("tether test CA");
     let server = tls_server(&ca.server(LOCAL)).await;
     let dir = Scratch::new("py-client");
