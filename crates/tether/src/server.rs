@@ -347,6 +347,7 @@ async fn accept_loop<H, F>(
     F: Future<Output = ()> + Send + 'static,
 {
     let mut tasks = JoinSet::new();
+    let shutting_down = Arc::new(std::sync::atomic::AtomicBool::new(false));
     loop {
         let accepted = tokio::select! {
             _ = token.cancelled() => break,
@@ -366,11 +367,12 @@ async fn accept_loop<H, F>(
         let builder = builder.clone();
         let handler = handler.clone();
         let token = token.clone();
+        let flag = shutting_down.clone();
         tasks.spawn(async move {
             match builder.accept_tcp_inner(tcp, Some(&token)).await {
                 Ok(mut ws) => {
                     tracing::debug!(%peer, "connection open");
-                    ws.set_shutdown(token);
+                    ws.set_shutdown(token, flag);
                     handler(ws).await;
                     tracing::debug!(%peer, "connection handler finished");
                 }
@@ -379,6 +381,7 @@ async fn accept_loop<H, F>(
         });
     }
     drop(listener);
+    shutting_down.store(true, std::sync::atomic::Ordering::Relaxed);
     // Handlers see close 1001 from their sockets; give them the close
     // timeout to finish, then stop them.
     let wait = async { while tasks.join_next().await.is_some() {} };

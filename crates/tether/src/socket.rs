@@ -13,6 +13,7 @@ use futures_sink::Sink;
 use std::future::{poll_fn, Future};
 use std::io::IoSlice;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
@@ -106,6 +107,9 @@ pub(crate) struct Core<S> {
     finish: Finish,
     close_timer: Option<Pin<Box<Sleep>>>,
     shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    /// Set by the server when it shuts down: a lock-free check for the send
+    /// path (polling `shutdown` takes a lock shared by every connection).
+    shutting_down: Option<Arc<AtomicBool>>,
     split: bool,
     write_waiters: [Option<Waker>; 2],
     /// The error that ended the connection, replayed to later sends.
@@ -402,7 +406,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
                 ready!(self.poll_finish(cx, who));
                 return Poll::Ready(None);
             }
-            self.poll_shutdown_signal(cx);
             // A close was sent and the peer is slow to answer: give up at
             // the close timeout (RFC 6455 §7.1.1 lets us drop TCP then).
             if let Some(t) = &mut self.close_timer {
@@ -413,10 +416,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
                     let _ = Pin::new(&mut self.io).poll_shutdown(cx);
                     return Poll::Ready(None);
                 }
-            }
-            if let Some(e) = self.poll_keepalive(cx, who) {
-                self.ended_at.get_or_insert_with(Instant::now);
-                return Poll::Ready(Some(Err(e)));
             }
             match self.conn.next_event() {
                 Ok(Some(msg)) => {
@@ -447,10 +446,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
                     return Poll::Ready(Some(Err(err)));
                 }
             }
-            // More input is needed.
+            // More input is needed. Don't read while the write buffer is
+            // over its limit and cannot drain: a peer that sends pings (or
+            // anything else we answer) without reading would otherwise grow
+            // our queue of pongs without bound.
             if self.conn.buffered_amount() >= self.config.write_buffer_limit {
-                if let Poll::Ready(Err(e)) = self.poll_write_out(cx, who) {
-                    return Poll::Ready(Some(Err(self.io_error(e))));
+                match self.poll_write_out(cx, who) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(self.io_error(e)))),
+                    Poll::Pending => return self.poll_idle(cx, who),
                 }
             }
             match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, self.conn.read_buf()) {
@@ -468,10 +472,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
                             return Poll::Ready(Some(Err(self.io_error(e))));
                         }
                     }
-                    return Poll::Pending;
+                    return self.poll_idle(cx, who);
                 }
             }
         }
+    }
+
+    /// Before waiting: the timers and signals that can end the wait. They
+    /// are polled here, not once per message, so a busy connection pays
+    /// nothing for them (the shutdown signal takes a lock shared by every
+    /// connection of a server). A wake-up from any of them re-runs
+    /// `poll_next_msg`, which comes back here.
+    fn poll_idle(&mut self, cx: &mut Context<'_>, who: Who) -> Poll<Option<Result<Message>>> {
+        self.poll_shutdown_signal(cx);
+        if let Some(e) = self.poll_keepalive(cx, who) {
+            self.ended_at.get_or_insert_with(Instant::now);
+            return Poll::Ready(Some(Err(e)));
+        }
+        // The shutdown signal or a keepalive ping may have queued a frame.
+        if !self.conn.transmit().is_empty() {
+            if let Poll::Ready(Err(e)) = self.poll_write_out(cx, who) {
+                self.finish = Finish::Done;
+                return Poll::Ready(Some(Err(self.io_error(e))));
+            }
+        }
+        Poll::Pending
     }
 
     fn io_error(&mut self, e: std::io::Error) -> Error {
@@ -499,7 +524,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
     }
 
     fn poll_ready(&mut self, cx: &mut Context<'_>, who: Who) -> Poll<Result<()>> {
-        self.poll_shutdown_signal(cx);
+        if self
+            .shutting_down
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+        {
+            self.poll_shutdown_signal(cx);
+        }
         if let Some(e) = self.poll_keepalive(cx, who) {
             return Poll::Ready(Err(e));
         }
@@ -601,6 +632,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 finish: Finish::No,
                 close_timer: None,
                 shutdown: None,
+                shutting_down: None,
                 split: false,
                 write_waiters: [None, None],
                 ended: None,
@@ -637,8 +669,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         self.request = Some(Box::new(r));
     }
 
-    pub(crate) fn set_shutdown(&mut self, token: CancellationToken) {
+    pub(crate) fn set_shutdown(&mut self, token: CancellationToken, flag: Arc<AtomicBool>) {
         self.core.shutdown = Some(Box::pin(token.cancelled_owned()));
+        self.core.shutting_down = Some(flag);
     }
 
     /// The permessage-deflate parameters agreed in the handshake, if any.

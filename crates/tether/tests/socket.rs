@@ -436,3 +436,63 @@ async fn unknown_host_is_a_dns_error() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Dns, "{e}");
 }
+
+/// A peer that floods pings and never reads our pongs: tether stops reading
+/// once its write buffer is over the limit, so its memory stays bounded.
+#[tokio::test]
+async fn ping_flood_from_a_peer_that_never_reads_is_bounded() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peer = tokio::spawn(async move {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            tcp.read_exact(&mut b).await.unwrap();
+            head.push(b[0]);
+        }
+        // Masked pings of 125 bytes (mask key 0: the payload goes as is).
+        let mut ping = vec![0x89, 0x80 | 125, 0, 0, 0, 0];
+        ping.extend_from_slice(&[b'p'; 125]);
+        let burst: Vec<u8> = ping
+            .iter()
+            .copied()
+            .cycle()
+            .take(ping.len() * 1000)
+            .collect();
+        // 40 MB of pings, or until tether stops reading and we block.
+        for _ in 0..300 {
+            if timeout(Duration::from_millis(500), tcp.write_all(&burst))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        tcp
+    });
+    let (tcp, _) = listener.accept().await.unwrap();
+    let mut ws = tether::accept(tcp).await.unwrap();
+    let limit = tether::Config::default().write_buffer_limit;
+    let mut max = 0;
+    let mut pings = 0u64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while let Ok(Some(Ok(m))) = tokio::time::timeout_at(deadline, ws.recv()).await {
+        assert!(matches!(m, Message::Ping(_)));
+        pings += 1;
+        max = max.max(ws.buffered_amount());
+    }
+    assert!(pings > 1000, "the flood arrived ({pings} pings)");
+    assert!(
+        max <= limit + 64 * 1024,
+        "pongs queued without bound: {max} bytes"
+    );
+    drop(ws);
+    let _ = peer.await;
+}
