@@ -64,19 +64,16 @@ impl DeflateConfig {
 
     /// The `Sec-WebSocket-Extensions` value a client offers.
     pub fn client_offer(&self) -> String {
-        let mut s = String::from(NAME);
-        if self.server_no_context_takeover {
-            s.push_str("; server_no_context_takeover");
+        let mut s = DeflateParams {
+            server_no_context_takeover: self.server_no_context_takeover,
+            client_no_context_takeover: self.client_no_context_takeover,
+            server_max_window_bits: self.server_max_window_bits,
+            client_max_window_bits: self.client_max_window_bits,
         }
-        if self.client_no_context_takeover {
-            s.push_str("; client_no_context_takeover");
-        }
-        if let Some(b) = self.server_max_window_bits {
-            s.push_str(&format!("; server_max_window_bits={b}"));
-        }
-        match self.client_max_window_bits {
-            Some(b) => s.push_str(&format!("; client_max_window_bits={b}")),
-            None => s.push_str("; client_max_window_bits"),
+        .to_header();
+        // Without a value: "you may limit my window" (RFC 7692 §7.1.2.2).
+        if self.client_max_window_bits.is_none() {
+            s.push_str("; client_max_window_bits");
         }
         s
     }
