@@ -593,7 +593,8 @@ impl ClientBuilder {
                 format!("no randomness for the handshake key: {e}"),
             )
         })?;
-        let mut hs = ClientHandshake::new(&self.request(target, headers), key);
+        let request = self.request(target, headers);
+        let mut hs = ClientHandshake::new(&request, key);
         io.write_all(hs.request()).await.map_err(|e| {
             Error::io(ErrorKind::Connect, e)
                 .with_message("connection lost while sending the upgrade request")
@@ -614,7 +615,9 @@ impl ClientBuilder {
             } else {
                 hs.receive(&buf)
             };
-            match progress? {
+            // A refusal's body is shown in errors: a server that echoes the
+            // request back must not make our credentials appear there.
+            match progress.map_err(|e| Error::from(e).redact_body(&request.headers))? {
                 Progress::NeedMore => continue,
                 Progress::Done(a) => break a,
             }

@@ -182,6 +182,53 @@ impl Error {
         self
     }
 
+    /// Replaces, in the kept response body, every credential that
+    /// `sent` carried (Authorization, Cookie, Proxy-Authorization values and
+    /// the tokens inside them) by `<redacted>`.
+    pub(crate) fn redact_body(mut self, sent: &http::HeaderMap) -> Self {
+        let Some(resp) = &mut self.0.response else {
+            return self;
+        };
+        let mut secrets: Vec<&[u8]> = Vec::new();
+        for (name, value) in sent {
+            if !tether_proto::redact::is_sensitive_header(name.as_str()) {
+                continue;
+            }
+            let v = value.as_bytes();
+            secrets.push(v);
+            // "Bearer <token>", "Basic <b64>", and cookie values.
+            if let Some(i) = v.iter().position(|b| *b == b' ') {
+                secrets.push(&v[i + 1..]);
+            }
+            for part in v.split(|b| *b == b';') {
+                if let Some(i) = part.iter().position(|b| *b == b'=') {
+                    secrets.push(&part[i + 1..]);
+                }
+            }
+        }
+        // Longest first, so a whole value goes before its token; skip tiny
+        // fragments that would blank out ordinary text.
+        secrets.retain(|s| s.len() >= 4);
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        let mut body = resp.body.to_vec();
+        for secret in secrets {
+            let mut out = Vec::with_capacity(body.len());
+            let mut i = 0;
+            while i < body.len() {
+                if body[i..].starts_with(secret) {
+                    out.extend_from_slice(tether_proto::redact::REDACTED.as_bytes());
+                    i += secret.len();
+                } else {
+                    out.push(body[i]);
+                    i += 1;
+                }
+            }
+            body = out;
+        }
+        resp.body = body.into();
+        self
+    }
+
     pub(crate) fn with_attempts(mut self, n: u32) -> Self {
         self.0.attempts = Some(n);
         self
@@ -473,6 +520,20 @@ mod tests {
         let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
         assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn credentials_echoed_in_a_refusal_body_are_redacted() {
+        let body = "you sent: Authorization: Bearer hunter2tok; Cookie: sid=hunter3ck; lang=en";
+        let e = Error::new(ErrorKind::HttpStatus).with_response(Response::with_body(401, body));
+        let mut sent = http::HeaderMap::new();
+        sent.insert("authorization", "Bearer hunter2tok".parse().unwrap());
+        sent.insert("cookie", "sid=hunter3ck; lang=en".parse().unwrap());
+        sent.insert("x-visible", "keep-me".parse().unwrap());
+        let e = e.redact_body(&sent);
+        let shown = format!("{e} {e:?}");
+        assert!(!shown.contains("hunter"), "{shown}");
+        assert!(shown.contains("you sent"), "{shown}");
     }
 
     #[test]
