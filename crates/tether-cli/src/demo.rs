@@ -72,7 +72,7 @@ pub(crate) async fn run(_args: DemoArgs) -> ExitCode {
         "tether demo: a server that misbehaves on purpose, and a client that lives through it."
     );
     println!(
-        "Delays are shortened so the story fits in a few seconds: backoff 0.3 s growing to 2 s,"
+        "Delays are shortened so the story fits in a few seconds: backoff 0.3 s growing to 1 s,"
     );
     println!("keepalive ping every 0.5 s with a 0.5 s timeout. Everything runs on 127.0.0.1.");
 
@@ -94,7 +94,9 @@ pub(crate) async fn run(_args: DemoArgs) -> ExitCode {
                 initial_max: Duration::from_millis(300),
                 min: Duration::from_millis(300),
                 factor: 1.6,
-                max: Duration::from_secs(2),
+                // Below the 503's Retry-After of 1 s, so the server's delay
+                // is the longer one and is the one honoured.
+                max: Duration::from_secs(1),
                 jitter: 0.5,
             })
             .reset_after(Duration::from_millis(500))

@@ -95,6 +95,9 @@ struct Inner {
     message: Option<String>,
     source: Option<BoxError>,
     response: Option<Response>,
+    /// `Retry-After`, parsed once when the response arrived: an HTTP date
+    /// is relative to that moment, so every reader sees the same delay.
+    retry_after: Option<Duration>,
     close: Option<(Option<CloseFrame>, Initiator)>,
     url: Option<String>,
     attempts: Option<u32>,
@@ -118,6 +121,7 @@ impl Error {
             message: None,
             source: None,
             response: None,
+            retry_after: None,
             close: None,
             url: None,
             attempts: None,
@@ -141,6 +145,9 @@ impl Error {
     }
 
     pub(crate) fn with_response(mut self, response: Response) -> Self {
+        self.0.retry_after = response
+            .header_str("retry-after")
+            .and_then(|v| parse_retry_after(v.trim(), SystemTime::now()));
         self.0.response = Some(response);
         self
     }
@@ -163,6 +170,7 @@ impl Error {
             format!("gave up after {attempts} attempts ({why}); last error: {last}"),
         );
         e.0.response = last.0.response.clone();
+        e.0.retry_after = last.0.retry_after;
         e.0.close = last.0.close.clone();
         e.0.proxy = last.0.proxy;
 
@@ -242,6 +250,7 @@ impl Error {
             message: Some(self.to_string()),
             source: None,
             response: self.0.response.clone(),
+            retry_after: self.0.retry_after,
             close: self.0.close.clone(),
             url: None,
             attempts: self.0.attempts,
@@ -283,10 +292,13 @@ impl Error {
 
     /// The delay asked for by the response's `Retry-After` header, in
     /// delta-seconds or as an HTTP date (RFC 9110 §10.2.3). A date in the past
-    /// gives zero.
+    /// gives zero. A date is measured from when the response arrived, so
+    /// the value does not change between calls.
+    ///
+    /// The reconnect policy never lets this shorten a wait below the
+    /// backoff delay (see [the retry rules](crate::reconnect#retry-after)).
     pub fn retry_after(&self) -> Option<Duration> {
-        let value = self.0.response.as_ref()?.header_str("retry-after")?.trim();
-        parse_retry_after(value, SystemTime::now())
+        self.0.retry_after
     }
 
     /// The close frame that ended the connection and who sent it, for

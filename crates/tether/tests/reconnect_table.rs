@@ -469,6 +469,155 @@ async fn retry_after_is_capped() {
     assert!(took >= ms(300) && took < ms(1500), "{took:?}");
 }
 
+/// The backoff of the hot-loop tests: slow enough that 8 s hold a dozen
+/// attempts, so a hot loop (thousands) cannot hide.
+fn hot_loop_backoff() -> Backoff {
+    Backoff {
+        initial_max: ms(200),
+        min: ms(200),
+        factor: 2.0,
+        max: ms(2000),
+        jitter: 0.5,
+    }
+}
+
+/// The most attempts the backoff schedule allows in `window`: every delay
+/// at the bottom of its range.
+fn schedule_count(b: &Backoff, window: Duration) -> usize {
+    let mut at = Duration::ZERO;
+    let mut count = 1; // the first attempt, at once
+    for n in 0u32.. {
+        let lo = if n == 0 {
+            Duration::ZERO
+        } else {
+            b.base(n).mul_f64(1.0 - b.jitter)
+        };
+        at += lo;
+        if at > window {
+            return count;
+        }
+        count += 1;
+    }
+    unreachable!()
+}
+
+/// A server that keeps answering with `step` (a status whose `Retry-After`
+/// is zero or in the past) gets no more attempts in 8 s than the backoff
+/// schedule allows, and the delays grow: the server's delay never shortens
+/// the backoff.
+async fn retry_after_never_beats_the_backoff(step: Step, seed: u64) {
+    let server = FaultServer::start(vec![step]).await;
+    let (p, ev) = policy(seed);
+    let b = hot_loop_backoff();
+    let mut c = ClientBuilder::new(server.url()).reconnecting(p.backoff(b));
+    let window = Duration::from_secs(8);
+    // Every attempt fails and is retried: the stream yields nothing.
+    assert!(tokio::time::timeout(window, c.next()).await.is_err());
+    drop(c);
+    let attempts = server.connections();
+    let allowed = schedule_count(&b, window);
+    assert!(
+        attempts <= allowed + 1,
+        "{attempts} attempts in 8 s, the backoff allows {allowed}"
+    );
+    assert!(attempts >= 4, "only {attempts} attempts");
+    let r = ev.retries();
+    assert!(r.len() + 1 >= attempts, "{} retries", r.len());
+    for (i, r) in r.iter().enumerate() {
+        assert_eq!(r.source, DelaySource::Backoff, "retry #{i}: {r:?}");
+        let (lo, hi) = if i == 0 {
+            (Duration::ZERO, b.initial_max)
+        } else {
+            let base = b.base(i as u32);
+            (base.mul_f64(1.0 - b.jitter), base)
+        };
+        assert!(
+            r.delay + Duration::from_micros(1) >= lo && r.delay <= hi,
+            "retry #{i}: {:?} not in [{lo:?}, {hi:?}]",
+            r.delay
+        );
+    }
+    // Retries #1 to #4 have ranges that meet end to end (factor 2, jitter
+    // 0.5), so the delays only grow until the cap.
+    let d: Vec<Duration> = r.iter().map(|r| r.delay).collect();
+    assert!(d[1..5].windows(2).all(|w| w[1] >= w[0]), "growing: {d:?}");
+    // And the clock agrees: no two attempts closer than the smallest delay
+    // the schedule allows after the first.
+    let at = server.accepted_at();
+    for (i, w) in at.windows(2).enumerate().skip(1) {
+        let lo = b.base(i as u32).mul_f64(1.0 - b.jitter);
+        assert!(
+            w[1] - w[0] + ms(5) >= lo,
+            "attempts {i} and {} were {:?} apart",
+            i + 1,
+            w[1] - w[0]
+        );
+    }
+}
+
+/// Row: 503 with `Retry-After: 0`, forever → the backoff schedule, not a
+/// hot loop.
+#[tokio::test]
+async fn retry_after_zero_is_not_a_hot_loop() {
+    retry_after_never_beats_the_backoff(
+        Step::status(503).header("Retry-After", "0").body("busy"),
+        30,
+    )
+    .await;
+}
+
+/// Row: 503 with a `Retry-After` date in the past (clock skew), forever →
+/// the backoff schedule.
+#[tokio::test]
+async fn retry_after_in_the_past_is_not_a_hot_loop() {
+    let past = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(30));
+    retry_after_never_beats_the_backoff(
+        Step::status(503).header("Retry-After", &past).body("busy"),
+        31,
+    )
+    .await;
+}
+
+/// Row: 429 with `Retry-After: 0`, forever → the backoff schedule.
+#[tokio::test]
+async fn status_429_retry_after_zero_is_not_a_hot_loop() {
+    retry_after_never_beats_the_backoff(
+        Step::status(429)
+            .header("Retry-After", "0")
+            .body("slow down"),
+        32,
+    )
+    .await;
+}
+
+/// A `Retry-After` shorter than the backoff delay gives way to it; a longer
+/// one wins, and the event says which rule chose.
+#[tokio::test]
+async fn the_longer_of_retry_after_and_backoff_wins() {
+    // The first backoff delay is in [0, 50 ms): a 1 s Retry-After wins.
+    // Then 503 with Retry-After 0 twice: the backoff's delays.
+    let server = FaultServer::start(vec![
+        Step::status(503).header("Retry-After", "1"),
+        Step::status(503).header("Retry-After", "0"),
+        Step::status(503).header("Retry-After", "0"),
+        Step::echo(),
+    ])
+    .await;
+    let (p, ev) = policy(33);
+    let mut c = ClientBuilder::new(server.url()).reconnecting(p);
+    let _ws = ok(next(&mut c).await);
+    let r = ev.retries();
+    assert_eq!(r.len(), 3, "{r:?}");
+    assert_eq!(
+        (r[0].delay, r[0].source),
+        (Duration::from_secs(1), DelaySource::RetryAfter)
+    );
+    for (i, r) in r.iter().enumerate().skip(1) {
+        assert_eq!(r.source, DelaySource::Backoff, "{r:?}");
+        assert_backoff(r.delay, i);
+    }
+}
+
 /// Row: 401 and 403 → fatal at once, with the status and the body.
 #[tokio::test]
 async fn auth_refusals_are_fatal_at_once() {

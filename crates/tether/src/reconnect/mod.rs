@@ -35,8 +35,8 @@
 //! |---|---|
 //! | connection refused, reset, aborted, unreachable; DNS failure; EOF or reset during the handshake | retry |
 //! | open timeout (TCP and HTTP upgrade together) | retry |
-//! | HTTP 500, 502, 503, 504 | retry; honour `Retry-After` (seconds or HTTP date) |
-//! | HTTP 408, 429 | retry, honouring `Retry-After` |
+//! | HTTP 500, 502, 503, 504 | retry; honour `Retry-After` (seconds or HTTP date) when it is longer than the backoff delay |
+//! | HTTP 408, 429 | retry; the same `Retry-After` rule |
 //! | HTTP 401, 403 | fatal at once, with the status and an excerpt of the body (with a credentials provider: one refresh and one immediate retry first) |
 //! | other HTTP statuses (other 4xx, 1xx, 2xx, unfollowable 3xx) | fatal |
 //! | 301, 302, 303, 307, 308 with a Location | followed inside the attempt (at most 10 hops, never `wss` to `ws`, credentials dropped across origins); later reconnects keep the new URL only after 301 and 308 within the same origin (a cross-origin one is followed again each time, so credentials never go straight to the new origin) |
@@ -57,6 +57,26 @@
 //!
 //! The tables live in code in [`classify`]; [`crate::Error::is_retryable`]
 //! applies the first one.
+//!
+//! # Retry-After
+//!
+//! A server's `Retry-After` (delta-seconds or an HTTP date, on any status
+//! that is retried) can lengthen a wait, never shorten it: the delay is
+//! `max(min(retry_after, max_retry_after), backoff delay)`, where the backoff
+//! delay is drawn exactly as for a plain retry. So a `Retry-After: 2` is never
+//! retried sooner than 2 s, an hour is cut to
+//! [`ReconnectPolicy::max_retry_after`] (5 minutes), and a `Retry-After: 0`
+//! or a date in the past (a clock skewed between server and client) cannot
+//! drive a hot loop: the attempts follow the backoff schedule, which keeps
+//! growing. The `Retry` event's [`DelaySource`] says which rule chose the
+//! delay: `RetryAfter` when the server's delay won, `Backoff` otherwise.
+//!
+//! A [`Decision::RetryAfter`] from your own hook with a delay that is not
+//! the server's is honoured as given (capped by `max_retry_after`), with the
+//! source `Hook`: you asked for it, so a zero there is a hot loop of your own.
+//! A hook that passes the server's value on (`Decision::RetryAfter(d)` with
+//! `Some(d) == err.retry_after()`, as [`classify::default`] does) gets the
+//! server's rule.
 //!
 //! # The hook
 //!
@@ -115,7 +135,10 @@ use tether_proto::{CloseCode, CloseFrame};
 pub enum Decision {
     /// Retry after the backoff delay.
     Retry,
-    /// Retry after this delay.
+    /// Retry after this delay. When it is the server's `Retry-After`
+    /// ([`crate::Error::retry_after`]), the backoff delay is a floor;
+    /// any other delay is honoured as given, so a zero here retries at once
+    /// (see [Retry-After](self#retry-after)).
     RetryAfter(Duration),
     /// Stop, and report the failure's error.
     Stop,

@@ -20,9 +20,13 @@ pub enum DelaySource {
     /// The backoff schedule.
     Backoff,
     /// The server's `Retry-After` header (capped by
-    /// [`ReconnectPolicy::max_retry_after`]).
+    /// [`ReconnectPolicy::max_retry_after`]), because it asked for longer
+    /// than the backoff. A shorter `Retry-After` (0, or a date in the past)
+    /// never shortens the wait: the backoff delay is used, with the source
+    /// [`DelaySource::Backoff`].
     RetryAfter,
-    /// The hook returned [`Decision::RetryAfter`].
+    /// The hook returned [`Decision::RetryAfter`] with a delay of its own
+    /// (not the server's `Retry-After`).
     Hook,
     /// An immediate retry with refreshed credentials after a 401 or 403.
     Refresh,
@@ -348,7 +352,7 @@ impl Planner {
         }
         let decision = self.policy.decide(&Failure::Attempt(&err), &self.attempt());
         let ra = err.retry_after();
-        self.apply(decision, err.to_string(), err.status(), ra.is_some(), err)
+        self.apply(decision, err.to_string(), err.status(), ra, err)
     }
 
     /// An established connection ended as `ended` describes.
@@ -378,7 +382,7 @@ impl Planner {
         self.run_started.get_or_insert_with(Instant::now);
         let decision = self.policy.decide(&Failure::Ended(&ended), &self.attempt());
         let err = ended.to_error();
-        self.apply(decision, reason, None, false, err)
+        self.apply(decision, reason, None, None, err)
     }
 
     fn apply(
@@ -386,7 +390,7 @@ impl Planner {
         decision: Decision,
         reason: String,
         status: Option<u16>,
-        from_header: bool,
+        header: Option<Duration>,
         err: Error,
     ) -> Plan {
         self.last_reason = Some(reason.clone());
@@ -403,14 +407,23 @@ impl Planner {
                 self.policy.backoff.delay(self.failures - 1, &mut self.rng),
                 DelaySource::Backoff,
             ),
-            Decision::RetryAfter(d) => {
-                let source = if from_header {
-                    DelaySource::RetryAfter
+            // The server's delay (the classifier passed the header's value
+            // on) may lengthen the wait, never shorten it below the backoff:
+            // a `Retry-After: 0`, or a date in the past (clock skew), would
+            // otherwise retry at once forever. The backoff is drawn as for a
+            // plain retry, so the schedule keeps growing under it.
+            Decision::RetryAfter(d) if header == Some(d) => {
+                let server = d.min(self.policy.max_retry_after);
+                let backoff = self.policy.backoff.delay(self.failures - 1, &mut self.rng);
+                if server >= backoff {
+                    (server, DelaySource::RetryAfter)
                 } else {
-                    DelaySource::Hook
-                };
-                (d.min(self.policy.max_retry_after), source)
+                    (backoff, DelaySource::Backoff)
+                }
             }
+            // The hook's own delay is the user's decision: honoured as is
+            // (capped), even zero.
+            Decision::RetryAfter(d) => (d.min(self.policy.max_retry_after), DelaySource::Hook),
         };
         if let Some(max) = self.policy.max_attempts {
             if self.failed_attempts >= max {
