@@ -484,19 +484,17 @@ fn hot_loop_backoff() -> Backoff {
 /// The most attempts the backoff schedule allows in `window`: every delay
 /// at the bottom of its range.
 fn schedule_count(b: &Backoff, window: Duration) -> usize {
+    // Attempt 1 comes at once; attempt n + 2 comes after delay n.
     let mut at = Duration::ZERO;
-    let mut count = 1; // the first attempt, at once
     for n in 0u32.. {
-        let lo = if n == 0 {
+        at += if n == 0 {
             Duration::ZERO
         } else {
             b.base(n).mul_f64(1.0 - b.jitter)
         };
-        at += lo;
         if at > window {
-            return count;
+            return n as usize + 1;
         }
-        count += 1;
     }
     unreachable!()
 }
