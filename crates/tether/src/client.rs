@@ -1,30 +1,19 @@
 //! Opening client connections: [`connect`] and [`ClientBuilder`].
 
 use crate::error::{BoxError, Error, ErrorKind, Result};
-use crate::socket::{Config, WebSocket};
+use crate::socket::{mask_source, Config, WebSocket};
 use crate::transport::Stream;
 use base64::Engine as _;
 use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue};
-use rand::{RngCore, SeedableRng};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tether_proto::handshake::{ClientHandshake, ClientRequest, Progress, Response, USER_AGENT};
-use tether_proto::{Connection, MaskSource};
+use tether_proto::Connection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// Masking keys from a CSPRNG (RFC 6455 §10.3): ChaCha12 seeded from the OS.
-pub(crate) fn mask_source() -> Box<dyn MaskSource> {
-    let mut rng = rand::rngs::StdRng::from_entropy();
-    Box::new(move || {
-        let mut k = [0u8; 4];
-        rng.fill_bytes(&mut k);
-        k
-    })
-}
 
 /// Opens a WebSocket connection to `url` with the default settings.
 ///

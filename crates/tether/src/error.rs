@@ -242,6 +242,15 @@ impl Error {
         self
     }
 
+    /// The error for a later call on a connection that `ended` ended: the
+    /// same kind and close frame, with the original as its source.
+    pub(crate) fn replay(ended: std::sync::Arc<Error>) -> Error {
+        let close = ended.0.close.clone();
+        let mut e = Error::msg(ended.kind(), "the connection had already ended");
+        e.0.close = close;
+        e.with_source(ended)
+    }
+
     /// A copy that keeps the kind, message, response, close frame and URL
     /// (the source is flattened into the message).
     pub(crate) fn duplicate(&self) -> Error {
