@@ -21,7 +21,7 @@ pub struct Config {
     pub ping_interval: Option<Duration>,
     /// How long to wait for the pong (default 20 s). Without it in time the
     /// peer is declared dead: the connection fails with close code 1011 and
-    /// [`ErrorKind::KeepaliveTimeout`], without waiting for a closing
+    /// [`ErrorKind::KeepaliveTimeout`](crate::ErrorKind::KeepaliveTimeout), without waiting for a closing
     /// handshake. `None`: pings are sent but never time out.
     pub ping_timeout: Option<Duration>,
     /// permessage-deflate (RFC 7692): offered by clients and accepted by
