@@ -6,9 +6,9 @@ use serde_json::Value;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::TcpListener;
-use tokio::process::Command;
+use tokio::process::{Child, ChildStdout, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tether");
 
@@ -162,31 +162,58 @@ const FAST: &[&str] = &[
     "0.2",
 ];
 
-fn cat(parts: &[&[&str]]) -> Vec<String> {
-    parts
-        .iter()
-        .flat_map(|p| p.iter())
-        .map(|s| s.to_string())
-        .collect()
+/// `parts`, one after the other, as one argument list.
+fn cat<'a>(parts: &[&[&'a str]]) -> Vec<&'a str> {
+    parts.concat()
 }
 
-async fn tether_owned(args: Vec<String>, input: &str, keep_open: bool) -> Run {
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    tether(&refs, input, keep_open).await
+/// Runs `tether connect --events json`, the fast reconnect options
+/// ([`FAST`]), then `args`, with nothing on standard input (kept open if
+/// `keep_open`).
+async fn connect_json(args: &[&str], keep_open: bool) -> Run {
+    tether(
+        &cat(&[&["connect", "--events", "json"], FAST, args]),
+        "",
+        keep_open,
+    )
+    .await
 }
 
-#[tokio::test]
-async fn piped_lines_become_messages_and_answers_are_printed() {
-    let mut server = Command::new(BIN)
-        .args(["serve", "--echo", "127.0.0.1:0"])
+/// A `tether serve --echo` process; killed when dropped.
+struct EchoServer {
+    /// The URL it printed (`listening on <url>`).
+    url: String,
+    _child: Child,
+    /// Its standard output, kept open while it runs.
+    _stdout: Lines<BufReader<ChildStdout>>,
+}
+
+/// Starts `tether serve --echo args... 127.0.0.1:0` and reads the URL it
+/// prints.
+async fn echo_server(args: &[&str]) -> EchoServer {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--echo"])
+        .args(args)
+        .arg("127.0.0.1:0")
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next_line().await.unwrap().unwrap();
     let url = first.strip_prefix("listening on ").unwrap().to_string();
-    let run = tether(&["connect", &url], "hello\nwörld\n", false).await;
+    EchoServer {
+        url,
+        _child: child,
+        _stdout: lines,
+    }
+}
+
+#[tokio::test]
+async fn piped_lines_become_messages_and_answers_are_printed() {
+    let server = echo_server(&[]).await;
+    let url = &server.url;
+    let run = tether(&["connect", url], "hello\nwörld\n", false).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stdout.contains("< hello\n"), "{}", run.stdout);
     assert!(run.stdout.contains("< wörld\n"), "{}", run.stdout);
@@ -195,7 +222,7 @@ async fn piped_lines_become_messages_and_answers_are_printed() {
         "outgoing lines are marked: {}",
         run.stdout
     );
-    let json = tether(&["connect", "--events", "json", &url], "ping me\n", false).await;
+    let json = tether(&["connect", "--events", "json", url], "ping me\n", false).await;
     assert_eq!(json.code, 0);
     let msgs = json.of("message");
     assert_eq!(msgs[0]["kind"], "text");
@@ -209,16 +236,7 @@ async fn row_refused_retries_then_exhausts_with_status_4() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("ws://{}/", l.local_addr().unwrap());
     drop(l);
-    let run = tether_owned(
-        cat(&[
-            &["connect", "--events", "json"],
-            FAST,
-            &["--max-attempts", "3", &url],
-        ]),
-        "",
-        false,
-    )
-    .await;
+    let run = connect_json(&["--max-attempts", "3", &url], false).await;
     assert_eq!(run.code, 4, "{}", run.stdout);
     assert_eq!(run.of("connecting").len(), 3);
     assert_eq!(run.of("retry").len(), 2);
@@ -238,16 +256,7 @@ async fn row_503_with_retry_after_is_honoured_then_connects() {
         Step::Status(403, "", "done"),
     ])
     .await;
-    let run = tether_owned(
-        cat(&[
-            &["connect", "--events", "json"],
-            FAST,
-            &["--max-attempts", "2", &url],
-        ]),
-        "",
-        true,
-    )
-    .await;
+    let run = connect_json(&["--max-attempts", "2", &url], true).await;
     let retry = &run.of("retry")[0];
     assert_eq!(retry["status"], 503);
     assert_eq!(retry["delay_s"], 1.0);
@@ -268,8 +277,8 @@ async fn row_401_is_fatal_at_once_with_status_3_and_redacted_credentials() {
     .await;
     let url = url.replace("ws://", "ws://alice:hunter2@");
     for format in ["json", "human"] {
-        let run = tether_owned(
-            cat(&[
+        let run = tether(
+            &cat(&[
                 &["connect", "-vv", "--events", format],
                 FAST,
                 &[
@@ -311,26 +320,12 @@ async fn row_401_is_fatal_at_once_with_status_3_and_redacted_credentials() {
 #[tokio::test]
 async fn row_other_4xx_is_fatal_and_fatal_status_overrides() {
     let (url, _) = fault_server(vec![Step::Status(404, "", "no such feed")]).await;
-    let run = tether_owned(
-        cat(&[&["connect", "--events", "json"], FAST, &[&url]]),
-        "",
-        true,
-    )
-    .await;
+    let run = connect_json(&[&url], true).await;
     assert_eq!(run.code, 3);
     assert_eq!(run.of("fatal")[0]["status"], 404);
     // --fatal-status makes a retryable status fatal; --retry-status the reverse.
     let (url, _) = fault_server(vec![Step::Status(503, "", "down")]).await;
-    let run = tether_owned(
-        cat(&[
-            &["connect", "--events", "json"],
-            FAST,
-            &["--fatal-status", "503", &url],
-        ]),
-        "",
-        true,
-    )
-    .await;
+    let run = connect_json(&["--fatal-status", "503", &url], true).await;
     assert_eq!((run.code, run.of("connecting").len()), (3, 1));
     let (url, _) = fault_server(vec![
         Step::Status(404, "", "not yet"),
@@ -338,13 +333,8 @@ async fn row_other_4xx_is_fatal_and_fatal_status_overrides() {
         Step::Status(403, "", "done"),
     ])
     .await;
-    let run = tether_owned(
-        cat(&[
-            &["connect", "--events", "json"],
-            FAST,
-            &["--retry-status", "404", "--max-attempts", "3", &url],
-        ]),
-        "",
+    let run = connect_json(
+        &["--retry-status", "404", "--max-attempts", "3", &url],
         true,
     )
     .await;
@@ -359,8 +349,8 @@ async fn row_open_timeout_is_retried() {
         Step::Status(403, "", "done"),
     ])
     .await;
-    let run = tether_owned(
-        cat(&[
+    let run = tether(
+        &cat(&[
             &["connect", "--events", "json", "--open-timeout", "0.3"],
             FAST,
             &["--max-attempts", "3", &url],
@@ -380,12 +370,7 @@ async fn row_open_timeout_is_retried() {
 #[tokio::test]
 async fn close_1012_reconnects_and_1008_stops() {
     let (url, _) = fault_server(vec![Step::AcceptClose(1012), Step::AcceptClose(1008)]).await;
-    let run = tether_owned(
-        cat(&[&["connect", "--events", "json"], FAST, &[&url]]),
-        "",
-        true,
-    )
-    .await;
+    let run = connect_json(&[&url], true).await;
     assert_eq!(run.code, 1, "{}", run.stdout);
     let closed = run.of("closed");
     assert_eq!(closed[0]["code"], 1012);
@@ -444,24 +429,9 @@ async fn tls_serve_and_connect() {
     let cert_file = write("cert.pem", &cert.pem());
     let key_file = write("key.pem", &key.serialize_pem());
 
-    let mut server = Command::new(BIN)
-        .args([
-            "serve",
-            "--echo",
-            "--tls-cert",
-            &cert_file,
-            "--tls-key",
-            &key_file,
-        ])
-        .arg("127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let first = lines.next_line().await.unwrap().unwrap();
-    let url = first.strip_prefix("listening on ").unwrap().to_string();
-    assert!(url.starts_with("wss://127.0.0.1:"), "{first}");
+    let server = echo_server(&["--tls-cert", &cert_file, "--tls-key", &key_file]).await;
+    let url = server.url.clone();
+    assert!(url.starts_with("wss://127.0.0.1:"), "{url}");
 
     let run = tether(
         &["connect", "--ca", &ca_file, &url],
@@ -476,10 +446,7 @@ async fn tls_serve_and_connect() {
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("UnknownIssuer"), "{}", run.stderr);
 
-    let mut args = vec!["connect", "--events", "json"];
-    args.extend_from_slice(FAST);
-    args.push(&url);
-    let run = tether(&args, "", false).await;
+    let run = connect_json(&[&url], false).await;
     assert_eq!(run.code, 1, "fatal at once: {}", run.stdout);
     assert_eq!(run.of("connecting").len(), 1, "{}", run.stdout);
     assert!(run.of("retry").is_empty(), "{}", run.stdout);
@@ -548,16 +515,7 @@ async fn no_compression_is_not_offered() {
 
 #[tokio::test]
 async fn row_dns_failure_is_retried() {
-    let run = tether_owned(
-        cat(&[
-            &["connect", "--events", "json"],
-            FAST,
-            &["--max-attempts", "2", "ws://no-such-host.invalid/"],
-        ]),
-        "",
-        true,
-    )
-    .await;
+    let run = connect_json(&["--max-attempts", "2", "ws://no-such-host.invalid/"], true).await;
     assert_eq!(run.code, 4, "{}", run.stdout);
     assert_eq!(run.of("connecting").len(), 2);
     assert!(
@@ -578,12 +536,7 @@ async fn row_eof_during_handshake_is_retried() {
         Step::Status(403, "", "done"),
     ])
     .await;
-    let run = tether_owned(
-        cat(&[&["connect", "--events", "json"], FAST, &[&url]]),
-        "",
-        true,
-    )
-    .await;
+    let run = connect_json(&[&url], true).await;
     assert_eq!(run.code, 3, "{}", run.stdout);
     assert!(
         run.of("retry")[0]["reason"]
@@ -604,12 +557,7 @@ async fn row_429_with_retry_after_is_honoured() {
         Step::Status(403, "", "done"),
     ])
     .await;
-    let run = tether_owned(
-        cat(&[&["connect", "--events", "json"], FAST, &[&url]]),
-        "",
-        true,
-    )
-    .await;
+    let run = connect_json(&[&url], true).await;
     let retry = &run.of("retry")[0];
     assert_eq!(
         (retry["status"].clone(), retry["delay_s"].clone()),
@@ -624,16 +572,7 @@ async fn row_redirect_is_followed_without_credentials_across_origins() {
     let (target, target_reqs) = fault_server(vec![Step::AcceptClose(1008)]).await;
     let location: &'static str = Box::leak(format!("Location: {target}\r\n").into_boxed_str());
     let (url, _) = fault_server(vec![Step::Status(302, location, "")]).await;
-    let run = tether_owned(
-        cat(&[
-            &["connect", "--events", "json"],
-            FAST,
-            &["-H", "Authorization: Bearer s3cret", &url],
-        ]),
-        "",
-        true,
-    )
-    .await;
+    let run = connect_json(&["-H", "Authorization: Bearer s3cret", &url], true).await;
     assert_eq!(run.code, 1, "stopped by the 1008: {}", run.stdout);
     assert_eq!(run.of("connected").len(), 1);
     assert_eq!(run.of("closed")[0]["code"], 1008);
@@ -647,12 +586,7 @@ async fn row_redirect_is_followed_without_credentials_across_origins() {
 #[tokio::test]
 async fn row_invalid_handshake_is_fatal() {
     let (url, _) = fault_server(vec![Step::BadAccept]).await;
-    let run = tether_owned(
-        cat(&[&["connect", "--events", "json"], FAST, &[&url]]),
-        "",
-        true,
-    )
-    .await;
+    let run = connect_json(&[&url], true).await;
     assert_eq!(run.code, 1, "{}", run.stdout);
     assert_eq!(run.of("connecting").len(), 1);
     assert!(

@@ -187,18 +187,10 @@ async fn client_fails_masked_server_frame_1002() {
 #[tokio::test]
 async fn violation_pipelined_with_the_handshake_fails_1002() {
     // The server reads the upgrade request and an unmasked frame in one go.
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    let task = tokio::spawn(async move {
-        let (tcp, _) = within("tether side accept", listener.accept())
-            .await
-            .expect("accept");
+    let (mut peer, task) = raw_client_of(|tcp| async move {
         drain(ServerBuilder::new().accept(tcp).await.expect("accept()")).await
-    });
-    let stream = within("raw connect", tokio::net::TcpStream::connect(addr))
-        .await
-        .expect("connect");
-    let mut peer = RawPeer::new(stream, true);
+    })
+    .await;
     peer.label = "tether Server: unmasked frame in the request's segment".into();
     let mut bytes = upgrade_request("").into_bytes();
     bytes.extend(encode_frame(FIN | TEXT, b"early", None));
@@ -640,21 +632,13 @@ async fn eof_mid_frame_is_abnormal_closure_1006() {
 /// Sends `request` to a tether server; returns the raw response and the
 /// error `accept()` returned.
 async fn refused(request: &[u8]) -> (String, tether::Error) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    let task = tokio::spawn(async move {
-        let (tcp, _) = within("tether side accept", listener.accept())
-            .await
-            .expect("accept");
+    let (mut peer, task) = raw_client_of(|tcp| async move {
         match ServerBuilder::new().accept(tcp).await {
             Ok(ws) => panic!("accept() succeeded: {ws:?}"),
             Err(e) => e,
         }
-    });
-    let stream = within("raw connect", tokio::net::TcpStream::connect(addr))
-        .await
-        .expect("connect");
-    let mut peer = RawPeer::new(stream, true);
+    })
+    .await;
     peer.label = format!(
         "request {:?}",
         String::from_utf8_lossy(&request[..request.len().min(60)])
@@ -743,21 +727,13 @@ async fn server_refuses_129_headers_431() {
 
 #[tokio::test]
 async fn server_accepts_128_headers() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    let task = tokio::spawn(async move {
-        let (tcp, _) = within("tether side accept", listener.accept())
-            .await
-            .expect("accept");
+    let (mut peer, task) = raw_client_of(|tcp| async move {
         ServerBuilder::new()
             .accept(tcp)
             .await
             .map(|ws| ws.request().map(|r| r.headers.len()))
-    });
-    let stream = within("raw connect", tokio::net::TcpStream::connect(addr))
-        .await
-        .expect("connect");
-    let mut peer = RawPeer::new(stream, true);
+    })
+    .await;
     peer.write(request_with_headers(128).as_bytes()).await;
     let head = peer.read_head().await;
     assert!(head.starts_with("HTTP/1.1 101 "), "{head}");

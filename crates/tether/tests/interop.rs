@@ -13,12 +13,15 @@
 //! if that fails the tests fail, they are never skipped.
 
 mod peers;
+mod protocol;
 
 use peers::{peers, start_server, Peer, PeerProcess};
-use std::collections::VecDeque;
+use protocol::{
+    assert_client_report, assert_same, expect_too_big, fragment_size, kind, next_within, pattern,
+    send, ProtocolServer, SIZES,
+};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tether::{
     Bytes, ClientBuilder, CloseCode, CloseFrame, ErrorKind, Message, ServerBuilder, State,
@@ -31,8 +34,6 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(30);
 const RECV_TIMEOUT: Duration = Duration::from_secs(10);
 /// The message limit used where the default is not under test.
 const BIG_LIMIT: usize = 16 << 20;
-/// The echo sizes of PROTOCOL.md.
-const SIZES: [usize; 6] = [0, 125, 126, 65535, 65536, 1048576];
 
 // ---------------------------------------------------------------------------
 // Servers for tether's client
@@ -61,7 +62,7 @@ impl std::fmt::Debug for Server {
 /// protocol server in-process.
 enum PeerServer {
     Process(PeerProcess),
-    InProcess(tether::Server),
+    InProcess(ProtocolServer),
 }
 
 impl PeerServer {
@@ -69,7 +70,7 @@ impl PeerServer {
     async fn start(server: Server) -> (PeerServer, String) {
         match server {
             Server::Tether => {
-                let server = protocol_server(Arc::default()).await;
+                let server = protocol_server().await;
                 let url = format!("ws://{}/", server.local_addr());
                 (PeerServer::InProcess(server), url)
             }
@@ -114,58 +115,9 @@ where
 // Helpers for tether's side
 // ---------------------------------------------------------------------------
 
-/// Payload of `!frag` and of the echo checks: `a..z` repeating for text,
-/// `i % 251` for binary.
-fn pattern(binary: bool, size: usize) -> Message {
-    if binary {
-        Message::binary((0..size).map(|i| (i % 251) as u8).collect::<Vec<u8>>())
-    } else {
-        Message::text(
-            (0..size)
-                .map(|i| char::from(b'a' + (i % 26) as u8))
-                .collect::<String>(),
-        )
-    }
-}
-
-fn kind(m: &Message) -> &'static str {
-    match m {
-        Message::Text(_) => "text",
-        Message::Binary(_) => "binary",
-        Message::Ping(_) => "ping",
-        Message::Pong(_) => "pong",
-        Message::Close(_) => "close",
-    }
-}
-
-/// Compares two messages without dumping megabytes on failure.
-#[track_caller]
-fn assert_same(got: &Message, want: &Message, what: &str) {
-    if got == want {
-        return;
-    }
-    let (g, w) = (got.as_payload(), want.as_payload());
-    if g.len() <= 64 && w.len() <= 64 {
-        panic!("{what}: expected {want:?}, got {got:?}");
-    }
-    let first = g.iter().zip(w).position(|(a, b)| a != b);
-    panic!(
-        "{what}: expected {} of {} bytes, got {} of {} bytes (first difference at {first:?})",
-        kind(want),
-        w.len(),
-        kind(got),
-        g.len()
-    );
-}
-
 /// The next message, which must arrive within the receive timeout.
 async fn next(ws: &mut WebSocket, what: &str) -> Message {
-    match tokio::time::timeout(RECV_TIMEOUT, ws.recv()).await {
-        Ok(Some(Ok(m))) => m,
-        Ok(Some(Err(e))) => panic!("{what}: recv failed: {e} ({:?})", e.kind()),
-        Ok(None) => panic!("{what}: the connection ended"),
-        Err(_) => panic!("{what}: nothing received within {RECV_TIMEOUT:?}"),
-    }
+    next_within(ws, RECV_TIMEOUT, what).await
 }
 
 /// Asserts that the stream has ended.
@@ -184,12 +136,6 @@ async fn client(url: &str) -> WebSocket {
         .connect()
         .await
         .unwrap_or_else(|e| panic!("connect to {url}: {e}"))
-}
-
-async fn send(ws: &mut WebSocket, msg: Message, what: &str) {
-    ws.send(msg)
-        .await
-        .unwrap_or_else(|e| panic!("{what}: send failed: {e}"));
 }
 
 /// Checks a close message: its code, and its reason unless `reason` is
@@ -240,17 +186,7 @@ async fn default_limit(url: String) {
     }
     let what = "default limit: echo of 1 MiB + 1";
     send(&mut ws, pattern(true, (1 << 20) + 1), what).await;
-    match tokio::time::timeout(RECV_TIMEOUT, ws.recv()).await {
-        Ok(Some(Err(e))) => {
-            assert_eq!(e.kind(), ErrorKind::Protocol, "{what}: {e}");
-            assert_eq!(
-                e.close_code(),
-                Some(CloseCode::MESSAGE_TOO_BIG),
-                "{what}: {e}"
-            );
-        }
-        other => panic!("{what}: expected a 1009 error, got {other:?}"),
-    }
+    expect_too_big(&mut ws, RECV_TIMEOUT, what).await;
     match tokio::time::timeout(RECV_TIMEOUT, ws.recv()).await {
         Ok(None) => {}
         other => panic!("{what}: expected the end of the stream after the error, got {other:?}"),
@@ -646,185 +582,9 @@ against_servers! {
 // Direction B: peer clients against tether's server
 // ---------------------------------------------------------------------------
 
-/// Close frames the protocol server received from its clients (`None`: a
-/// close frame without a code).
-type Closes = Arc<Mutex<Vec<Option<(u16, String)>>>>;
-
 /// Starts tether's command-protocol server on an ephemeral port.
-async fn protocol_server(closes: Closes) -> tether::Server {
-    ServerBuilder::new()
-        .max_message_size(Some(BIG_LIMIT))
-        .serve("127.0.0.1:0", move |ws| {
-            Session::new(ws, closes.clone()).run()
-        })
-        .await
-        .expect("start the tether server")
-}
-
-/// One connection of the protocol server.
-struct Session {
-    ws: WebSocket,
-    closes: Closes,
-    /// The payload of a `!ping` whose pong has not arrived yet.
-    awaiting_pong: Option<Bytes>,
-    /// Messages received while awaiting a pong, handled after the `!pong`.
-    deferred: VecDeque<Message>,
-}
-
-impl Session {
-    fn new(ws: WebSocket, closes: Closes) -> Self {
-        Session {
-            ws,
-            closes,
-            awaiting_pong: None,
-            deferred: VecDeque::new(),
-        }
-    }
-
-    async fn run(mut self) {
-        if let Err(e) = self.serve().await {
-            eprintln!("protocol server: connection ended with {e}");
-        }
-    }
-
-    async fn serve(&mut self) -> tether::Result<()> {
-        loop {
-            let deferred = if self.awaiting_pong.is_none() {
-                self.deferred.pop_front()
-            } else {
-                None
-            };
-            let msg = match deferred {
-                Some(m) => m,
-                None => match self.ws.recv().await {
-                    Some(m) => m?,
-                    None => return Ok(()),
-                },
-            };
-            match msg {
-                Message::Pong(p) if self.awaiting_pong.as_ref() == Some(&p) => {
-                    self.awaiting_pong = None;
-                    let answer = if p.is_empty() {
-                        "!pong".to_string()
-                    } else {
-                        format!("!pong {}", hex(&p))
-                    };
-                    self.ws.send(Message::text(answer)).await?;
-                }
-                // Pings are answered by tether itself.
-                Message::Ping(_) | Message::Pong(_) => {}
-                Message::Close(frame) => {
-                    let frame = frame.map(|f| (f.code.0, f.reason.to_string()));
-                    self.closes.lock().unwrap().push(frame);
-                }
-                data if self.awaiting_pong.is_some() => self.deferred.push_back(data),
-                Message::Text(t) if t.starts_with('!') => self.command(&t).await?,
-                data => self.ws.send(data).await?,
-            }
-        }
-    }
-
-    async fn command(&mut self, line: &str) -> tether::Result<()> {
-        let (name, rest) = line.split_once(' ').unwrap_or((line, ""));
-        let answer = match name {
-            "!close" => {
-                let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
-                let code = code
-                    .bytes()
-                    .all(|c| c.is_ascii_digit())
-                    .then(|| code.parse::<u16>().ok())
-                    .flatten();
-                match code.map(CloseCode) {
-                    None => format!("!error bad close code in {line:?}"),
-                    Some(code) if !code.is_sendable() => {
-                        format!("!error close code {} may not be sent", code.0)
-                    }
-                    Some(_) if reason.len() > 123 => {
-                        "!error close reason over 123 bytes".to_string()
-                    }
-                    Some(code) => {
-                        // The peer's echo arrives as Message::Close, recorded in serve.
-                        return self
-                            .ws
-                            .send(Message::Close(Some(CloseFrame::new(code, reason))))
-                            .await;
-                    }
-                }
-            }
-            "!ping" => match unhex(rest) {
-                Some(p) if p.len() <= 125 => {
-                    let p = Bytes::from(p);
-                    self.awaiting_pong = Some(p.clone());
-                    return self.ws.ping(p).await;
-                }
-                Some(_) => "!error ping payload over 125 bytes".to_string(),
-                None => format!("!error bad ping payload {rest:?}"),
-            },
-            "!frag" => match parse_frag(rest) {
-                Ok((binary, size, parts)) => match fragment_size(size, parts) {
-                    Some(f) => return self.ws.send_fragmented(pattern(binary, size), f).await,
-                    None => format!("!error cannot send {size} bytes as exactly {parts} frames"),
-                },
-                Err(e) => e,
-            },
-            _ => format!("!error unknown command {name:?}"),
-        };
-        self.ws.send(Message::text(answer)).await
-    }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect()
-}
-
-/// Parses `KIND SIZE PARTS` of `!frag`.
-fn parse_frag(rest: &str) -> Result<(bool, usize, usize), String> {
-    let usage = || format!("!error usage: !frag text|binary SIZE PARTS (got {rest:?})");
-    let args: Vec<&str> = rest.split(' ').collect();
-    let [kind, size, parts] = args[..] else {
-        return Err(usage());
-    };
-    let binary = match kind {
-        "text" => false,
-        "binary" => true,
-        _ => return Err(usage()),
-    };
-    let digits = |s: &str| {
-        if s.bytes().all(|c| c.is_ascii_digit()) {
-            s.parse::<usize>().ok()
-        } else {
-            None
-        }
-    };
-    match (digits(size), digits(parts)) {
-        (Some(size), Some(parts)) if parts >= 1 && size <= 64 << 20 => Ok((binary, size, parts)),
-        _ => Err(usage()),
-    }
-}
-
-/// The fragment size with which `send_fragmented` splits `size` bytes into
-/// exactly `parts` frames: `ceil(size / parts)`, if that gives `parts`
-/// frames (it does when `parts` divides `size`; for some pairs, such as 10
-/// bytes in 6 frames, no fragment size does).
-fn fragment_size(size: usize, parts: usize) -> Option<usize> {
-    if size == 0 {
-        // An empty message is one (empty) frame.
-        return (parts == 1).then_some(1);
-    }
-    let f = size.div_ceil(parts);
-    // send_fragmented sends one frame when size <= f, else ceil(size / f).
-    let frames = if size <= f { 1 } else { size.div_ceil(f) };
-    (frames == parts).then_some(f)
+async fn protocol_server() -> ProtocolServer {
+    ProtocolServer::start(ServerBuilder::new().max_message_size(Some(BIG_LIMIT))).await
 }
 
 #[test]
@@ -849,8 +609,7 @@ fn fragment_size_gives_exactly_parts_frames() {
 /// checks its report and the close codes the server saw.
 async fn peer_client_against_tether_server(peer: Peer, script: &str) {
     peers();
-    let closes = Closes::default();
-    let server = protocol_server(closes.clone()).await;
+    let server = protocol_server().await;
     let url = format!("ws://{}/", server.local_addr());
 
     let (mut proc_, stdout) = PeerProcess::spawn(peer, script, &[&url]);
@@ -859,52 +618,8 @@ async fn peer_client_against_tether_server(peer: Peer, script: &str) {
         status.success(),
         "{script} against tether's server failed ({status}):\n{out}"
     );
-    let echoes = ["text", "binary"]
-        .into_iter()
-        .flat_map(|k| SIZES.map(|n| format!("echo-{k}-{n}")));
-    let others = [
-        "echo-fragmented-text",
-        "echo-fragmented-binary",
-        "client-ping",
-        "server-ping",
-        "server-frag-text",
-        "server-frag-binary",
-        "client-close-4001",
-        "server-close-4002",
-        "client-close-1000",
-    ];
-    for name in echoes.chain(others.map(String::from)) {
-        let line = format!("ok {name}");
-        assert!(
-            out.lines().any(|l| l == line),
-            "{script}: no `{line}` line:\n{out}"
-        );
-    }
-    assert!(
-        out.lines()
-            .any(|l| l.starts_with("# ") && l.ends_with(" 0 failed")),
-        "{script}: no clean summary line:\n{out}"
-    );
-
-    // The server records the close frames it received once its handler sees
-    // them, which may be just after the client exits.
-    let wanted = [(4001, "bye"), (4002, "server-bye"), (1000, "")];
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let seen = closes.lock().unwrap().clone();
-        let missing: Vec<_> = wanted
-            .iter()
-            .filter(|(c, r)| !seen.iter().flatten().any(|(sc, sr)| sc == c && sr == r))
-            .collect();
-        if missing.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{script}: tether's server did not receive close frames {missing:?}; it received {seen:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert_client_report(&out, &[], script);
+    server.wait_for_client_closes(script).await;
     server.shutdown().await;
 }
 

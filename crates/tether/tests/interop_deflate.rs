@@ -22,17 +22,17 @@
 //! fail, they are never skipped.
 
 mod peers;
+mod protocol;
 mod relay;
 
 use peers::{peers, start_server, Peer, PeerProcess};
-use relay::Relay;
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use tether::tether_proto::deflate::{DeflateConfig, DeflateParams};
-use tether::{
-    Bytes, ClientBuilder, CloseCode, CloseFrame, ErrorKind, Message, ServerBuilder, WebSocket,
+use protocol::{
+    assert_client_report, assert_same, expect_too_big, next_within, pattern, send, ProtocolServer,
 };
+use relay::Relay;
+use std::time::Duration;
+use tether::tether_proto::deflate::{DeflateConfig, DeflateParams};
+use tether::{Bytes, ClientBuilder, CloseCode, Message, ServerBuilder, WebSocket};
 
 /// Upper bound for one whole test (not counting the one-time install). The
 /// peers' clients exchange megabytes through debug-built zlib-rs.
@@ -41,8 +41,6 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(90);
 const RECV_TIMEOUT: Duration = Duration::from_secs(20);
 /// The message limit where the limit is not under test.
 const BIG_LIMIT: usize = 16 << 20;
-/// The echo sizes of PROTOCOL.md (run by the peers' clients).
-const SIZES: [usize; 6] = [0, 125, 126, 65535, 65536, 1048576];
 
 // ---------------------------------------------------------------------------
 // Settings and payloads
@@ -129,19 +127,6 @@ fn noise(len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Payload of `!frag`: `a..z` repeating for text, `i % 251` for binary.
-fn pattern(binary: bool, size: usize) -> Message {
-    if binary {
-        Message::binary((0..size).map(|i| (i % 251) as u8).collect::<Vec<u8>>())
-    } else {
-        Message::text(
-            (0..size)
-                .map(|i| char::from(b'a' + (i % 26) as u8))
-                .collect::<String>(),
-        )
-    }
-}
-
 /// The message sent twice to see context takeover at work: ~300 bytes,
 /// compressible within itself, and much more so with the previous copy in
 /// the window (it fits in the smallest, 512-byte window).
@@ -154,50 +139,9 @@ fn context_message() -> Message {
     )
 }
 
-fn kind(m: &Message) -> &'static str {
-    match m {
-        Message::Text(_) => "text",
-        Message::Binary(_) => "binary",
-        Message::Ping(_) => "ping",
-        Message::Pong(_) => "pong",
-        Message::Close(_) => "close",
-    }
-}
-
-/// Compares two messages without dumping megabytes on failure.
-#[track_caller]
-fn assert_same(got: &Message, want: &Message, what: &str) {
-    if got == want {
-        return;
-    }
-    let (g, w) = (got.as_payload(), want.as_payload());
-    if g.len() <= 80 && w.len() <= 80 {
-        panic!("{what}: expected {want:?}, got {got:?}");
-    }
-    let first = g.iter().zip(w).position(|(a, b)| a != b);
-    panic!(
-        "{what}: expected {} of {} bytes, got {} of {} bytes (first difference at {first:?})",
-        kind(want),
-        w.len(),
-        kind(got),
-        g.len()
-    );
-}
-
 /// The next message, which must arrive within the receive timeout.
 async fn next(ws: &mut WebSocket, what: &str) -> Message {
-    match tokio::time::timeout(RECV_TIMEOUT, ws.recv()).await {
-        Ok(Some(Ok(m))) => m,
-        Ok(Some(Err(e))) => panic!("{what}: recv failed: {e} ({:?})", e.kind()),
-        Ok(None) => panic!("{what}: the connection ended"),
-        Err(_) => panic!("{what}: nothing received within {RECV_TIMEOUT:?}"),
-    }
-}
-
-async fn send(ws: &mut WebSocket, msg: Message, what: &str) {
-    ws.send(msg)
-        .await
-        .unwrap_or_else(|e| panic!("{what}: send failed: {e}"));
+    next_within(ws, RECV_TIMEOUT, what).await
 }
 
 async fn echo(ws: &mut WebSocket, msg: Message, what: &str) {
@@ -486,17 +430,7 @@ async fn limit_checks(url: &str, relay: &Relay, cfg: DeflateConfig, ctx: &str) {
     let what = format!("{ctx}: echo of 100 KB with a {limit}-byte limit");
     let (_, d0) = relay.counts();
     send(&mut ws, Message::text(json_text(100_000)), &what).await;
-    match tokio::time::timeout(RECV_TIMEOUT, ws.recv()).await {
-        Ok(Some(Err(e))) => {
-            assert_eq!(e.kind(), ErrorKind::Protocol, "{what}: {e}");
-            assert_eq!(
-                e.close_code(),
-                Some(CloseCode::MESSAGE_TOO_BIG),
-                "{what}: {e}"
-            );
-        }
-        other => panic!("{what}: expected a 1009 error, got {other:?}"),
-    }
+    expect_too_big(&mut ws, RECV_TIMEOUT, &what).await;
     let (_, d1) = relay.counts();
     assert!(
         d1 - d0 < limit as u64 / 4,
@@ -568,160 +502,6 @@ server_cases! {
 // Direction B: peer clients against tether's server
 // ---------------------------------------------------------------------------
 
-/// What tether's server saw on each connection.
-#[derive(Debug, Clone)]
-struct Seen {
-    offer: Option<String>,
-    compression: Option<DeflateParams>,
-}
-
-type SeenLog = Arc<Mutex<Vec<Seen>>>;
-/// Close frames the server received (`None`: without a code).
-type Closes = Arc<Mutex<Vec<Option<(u16, String)>>>>;
-
-/// One connection of tether's command-protocol server (PROTOCOL.md, with
-/// `!ext` and `!offer`).
-struct Session {
-    ws: WebSocket,
-    closes: Closes,
-    /// The payload of a `!ping` whose pong has not arrived yet.
-    awaiting_pong: Option<Bytes>,
-    /// Messages received while awaiting a pong, handled after the `!pong`.
-    deferred: VecDeque<Message>,
-}
-
-impl Session {
-    async fn run(ws: WebSocket, seen: SeenLog, closes: Closes) {
-        seen.lock().unwrap().push(Seen {
-            offer: ws
-                .request()
-                .and_then(|r| r.header("sec-websocket-extensions"))
-                .map(String::from),
-            compression: ws.compression(),
-        });
-        let mut s = Session {
-            ws,
-            closes,
-            awaiting_pong: None,
-            deferred: VecDeque::new(),
-        };
-        if let Err(e) = s.serve().await {
-            eprintln!("deflate protocol server: connection ended with {e}");
-        }
-    }
-
-    async fn serve(&mut self) -> tether::Result<()> {
-        loop {
-            let deferred = if self.awaiting_pong.is_none() {
-                self.deferred.pop_front()
-            } else {
-                None
-            };
-            let msg = match deferred {
-                Some(m) => m,
-                None => match self.ws.recv().await {
-                    Some(m) => m?,
-                    None => return Ok(()),
-                },
-            };
-            match msg {
-                Message::Pong(p) if self.awaiting_pong.as_ref() == Some(&p) => {
-                    self.awaiting_pong = None;
-                    let hex: String = p.iter().map(|b| format!("{b:02x}")).collect();
-                    let answer = if hex.is_empty() {
-                        "!pong".to_string()
-                    } else {
-                        format!("!pong {hex}")
-                    };
-                    self.ws.send(Message::text(answer)).await?;
-                }
-                Message::Ping(_) | Message::Pong(_) => {}
-                Message::Close(frame) => {
-                    let frame = frame.map(|f| (f.code.0, f.reason.to_string()));
-                    self.closes.lock().unwrap().push(frame);
-                }
-                data if self.awaiting_pong.is_some() => self.deferred.push_back(data),
-                Message::Text(t) if t.starts_with('!') => self.command(&t).await?,
-                data => self.ws.send(data).await?,
-            }
-        }
-    }
-
-    async fn command(&mut self, line: &str) -> tether::Result<()> {
-        let (name, rest) = line.split_once(' ').unwrap_or((line, ""));
-        let answer = match name {
-            "!close" => {
-                let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
-                match code.parse::<u16>().map(CloseCode) {
-                    Ok(code) if code.is_sendable() && reason.len() <= 123 => {
-                        let frame = CloseFrame::new(code, reason);
-                        return self.ws.send(Message::Close(Some(frame))).await;
-                    }
-                    _ => format!("!error cannot close with {rest:?}"),
-                }
-            }
-            "!ping" => match unhex(rest) {
-                Some(p) if p.len() <= 125 => {
-                    let p = Bytes::from(p);
-                    self.awaiting_pong = Some(p.clone());
-                    return self.ws.ping(p).await;
-                }
-                _ => format!("!error bad ping payload {rest:?}"),
-            },
-            "!frag" => {
-                let args: Vec<&str> = rest.split(' ').collect();
-                let parsed = match args[..] {
-                    [k @ ("text" | "binary"), size, parts] => size
-                        .parse::<usize>()
-                        .ok()
-                        .zip(parts.parse::<usize>().ok().filter(|p| *p >= 1))
-                        .map(|(size, parts)| (k == "binary", size, parts)),
-                    _ => None,
-                };
-                match parsed {
-                    Some((binary, size, parts)) => {
-                        // With compression, the compressed bytes are what is
-                        // split: small frames give a many-frame message.
-                        let frag = if self.ws.compression().is_some() {
-                            64
-                        } else {
-                            size.div_ceil(parts).max(1)
-                        };
-                        return self.ws.send_fragmented(pattern(binary, size), frag).await;
-                    }
-                    None => format!("!error usage: !frag text|binary SIZE PARTS (got {rest:?})"),
-                }
-            }
-            "!ext" => match self.ws.compression() {
-                Some(p) => format!("!ext {}", p.to_header()),
-                None => "!ext".to_string(),
-            },
-            "!offer" => {
-                let offer = self
-                    .ws
-                    .request()
-                    .and_then(|r| r.header("sec-websocket-extensions"));
-                match offer {
-                    Some(o) => format!("!offer {o}"),
-                    None => "!offer".to_string(),
-                }
-            }
-            _ => format!("!error unknown command {name:?}"),
-        };
-        self.ws.send(Message::text(answer)).await
-    }
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect()
-}
-
 /// Runs the peer's client with `peer_args` against tether's server
 /// configured with `server_cfg`; `want` is what they must agree on.
 async fn peer_client_case(
@@ -731,18 +511,13 @@ async fn peer_client_case(
     want: DeflateParams,
 ) {
     peers();
-    let seen = SeenLog::default();
-    let closes = Closes::default();
-    let (s, c) = (seen.clone(), closes.clone());
-    let server = ServerBuilder::new()
-        .compression(Some(server_cfg))
-        .max_message_size(Some(BIG_LIMIT))
-        .ping_interval(None)
-        .serve("127.0.0.1:0", move |ws| {
-            Session::run(ws, s.clone(), c.clone())
-        })
-        .await
-        .expect("start tether's server");
+    let server = ProtocolServer::start(
+        ServerBuilder::new()
+            .compression(Some(server_cfg))
+            .max_message_size(Some(BIG_LIMIT))
+            .ping_interval(None),
+    )
+    .await;
     let relay = Relay::start(server.local_addr()).await;
     let url = format!("ws://{}/", relay.addr());
     let script = peer.client_script();
@@ -752,34 +527,10 @@ async fn peer_client_case(
     let ctx = format!("{} against tether's server with {server_cfg:?}", proc_.name);
     let (status, out) = proc_.finish(stdout, TEST_TIMEOUT, &ctx).await;
     assert!(status.success(), "{ctx}: failed ({status}):\n{out}");
-    let echoes = ["text", "binary"]
-        .into_iter()
-        .flat_map(|k| SIZES.map(|n| format!("echo-{k}-{n}")));
-    let others = [
-        "deflate-negotiated",
-        "server-ext",
-        "echo-context-takeover",
-        "echo-fragmented-text",
-        "echo-fragmented-binary",
-        "client-ping",
-        "server-ping",
-        "server-frag-text",
-        "server-frag-binary",
-        "client-close-4001",
-        "server-close-4002",
-        "client-close-1000",
-    ];
-    for name in echoes.chain(others.map(String::from)) {
-        let line = format!("ok {name}");
-        assert!(
-            out.lines().any(|l| l == line),
-            "{ctx}: no `{line}` line:\n{out}"
-        );
-    }
-    assert!(
-        out.lines()
-            .any(|l| l.starts_with("# ") && l.ends_with(" 0 failed")),
-        "{ctx}: no clean summary line:\n{out}"
+    assert_client_report(
+        &out,
+        &["deflate-negotiated", "server-ext", "echo-context-takeover"],
+        &ctx,
     );
     let header = want.to_header();
     assert!(
@@ -789,7 +540,7 @@ async fn peer_client_case(
 
     // Every connection (the shared one and the three closing checks)
     // negotiated the expected parameters.
-    let seen = seen.lock().unwrap().clone();
+    let seen = server.seen();
     assert!(
         seen.len() >= 4,
         "{ctx}: only {} connections: {seen:?}",
@@ -828,23 +579,7 @@ async fn peer_client_case(
         "{ctx}: {down} bytes from tether on the wire: not compressed"
     );
 
-    let wanted = [(4001, "bye"), (4002, "server-bye"), (1000, "")];
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let got = closes.lock().unwrap().clone();
-        let missing: Vec<_> = wanted
-            .iter()
-            .filter(|(c, r)| !got.iter().flatten().any(|(gc, gr)| gc == c && gr == r))
-            .collect();
-        if missing.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{ctx}: close frames {missing:?} not received; got {got:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server.wait_for_client_closes(&ctx).await;
     server.shutdown().await;
 }
 

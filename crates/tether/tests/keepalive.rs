@@ -1,39 +1,22 @@
 //! Keepalive: a peer that stops answering pings is declared dead quickly,
 //! with close code 1011, and the latency is measured from pongs.
 
-use std::time::{Duration, Instant};
-use tether::{ClientBuilder, CloseCode, ErrorKind, Message, ServerBuilder, WebSocket};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+mod support;
 
-/// A server that completes the handshake, then never reads again (a
-/// half-open peer). Returns its address and the bytes it has received so far.
+use std::time::{Duration, Instant};
+use support::RawPeer;
+use tether::{ClientBuilder, CloseCode, ErrorKind, Message, ServerBuilder, WebSocket};
+
+/// A server that completes the handshake, then reads but never answers (a
+/// half-open peer). Returns its address and its task, which ends with the
+/// bytes it received once the client closes the connection.
 async fn half_open_server() -> (std::net::SocketAddr, tokio::task::JoinHandle<Vec<u8>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
-        let (mut tcp, _) = listener.accept().await.unwrap();
-        let mut buf = vec![0u8; 4096];
-        let n = tcp.read(&mut buf).await.unwrap();
-        let req = String::from_utf8_lossy(&buf[..n]).to_string();
-        let key = req
-            .lines()
-            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
-            .unwrap()
-            .trim()
-            .to_string();
-        let accept = tether::tether_proto::handshake::accept_key(&key);
-        let resp = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-        );
-        tcp.write_all(resp.as_bytes()).await.unwrap();
+        let mut peer = RawPeer::accept_server(&listener).await;
         // Read (to see the pings and the close frame) but never answer.
-        let mut got = Vec::new();
-        loop {
-            match tokio::time::timeout(Duration::from_secs(3), tcp.read(&mut buf)).await {
-                Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
-                _ => return got,
-            }
-        }
+        peer.read_to_end().await
     });
     (addr, task)
 }

@@ -2,7 +2,10 @@
 //! safety, backpressure, closing handshakes, graceful shutdown, and the
 //! `process_request` hook.
 
+mod support;
+
 use std::time::Duration;
+use support::RawPeer;
 use tether::{ClientBuilder, CloseCode, ErrorKind, Message, Response, ServerBuilder, WebSocket};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
@@ -301,20 +304,8 @@ async fn client_close_timeout_bounds_an_unresponsive_server() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
-        let (mut tcp, _) = listener.accept().await.unwrap();
         // Answer the handshake by hand, then ignore everything.
-        let mut buf = vec![0u8; 4096];
-        let n = tcp.read(&mut buf).await.unwrap();
-        let req = String::from_utf8_lossy(&buf[..n]).to_string();
-        let key = req
-            .lines()
-            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
-            .unwrap()
-            .trim()
-            .to_string();
-        let accept = tether::tether_proto::handshake::accept_key(&key);
-        let resp = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n");
-        tcp.write_all(resp.as_bytes()).await.unwrap();
+        let _peer = RawPeer::accept_server(&listener).await;
         tokio::time::sleep(Duration::from_secs(30)).await;
     });
     let mut ws = ClientBuilder::new(format!("ws://{addr}/"))

@@ -143,6 +143,15 @@ async fn tls_server(leaf: &Leaf) -> Server {
         .expect("start the TLS server")
 }
 
+/// A text message comes back.
+async fn assert_echo(ws: &mut WebSocket, text: &str) {
+    ws.send(Message::text(text)).await.unwrap();
+    assert_eq!(
+        within("echo", ws.recv()).await.unwrap().unwrap(),
+        Message::text(text)
+    );
+}
+
 /// Text and a large binary message come back.
 async fn assert_echoes(ws: &mut WebSocket) {
     let big = Message::binary((0..(2 << 20)).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
@@ -257,11 +266,7 @@ async fn pem_files_and_der() {
         .connect()
         .await
         .unwrap();
-    ws.send(Message::text("files")).await.unwrap();
-    assert_eq!(
-        within("echo", ws.recv()).await.unwrap().unwrap(),
-        Message::text("files")
-    );
+    assert_echo(&mut ws, "files").await;
     drop(ws); // else shutdown waits the close timeout for its answer
     server.shutdown().await;
 
@@ -279,11 +284,7 @@ async fn pem_files_and_der() {
         .connect()
         .await
         .unwrap();
-    ws.send(Message::text("der")).await.unwrap();
-    assert_eq!(
-        within("echo", ws.recv()).await.unwrap().unwrap(),
-        Message::text("der")
-    );
+    assert_echo(&mut ws, "der").await;
     drop(ws); // else shutdown waits the close timeout for its answer
     server.shutdown().await;
 }
@@ -467,11 +468,7 @@ async fn plain_client_at_a_tls_server() {
         .connect()
         .await
         .unwrap();
-    ws.send(Message::text("still here")).await.unwrap();
-    assert_eq!(
-        within("echo", ws.recv()).await.unwrap().unwrap(),
-        Message::text("still here")
-    );
+    assert_echo(&mut ws, "still here").await;
     drop(ws); // else shutdown waits the close timeout for its answer
     server.shutdown().await;
 }
@@ -555,11 +552,7 @@ async fn accept_tcp_with_own_listener() {
         .connect()
         .await
         .unwrap();
-    ws.send(Message::text("own listener")).await.unwrap();
-    assert_eq!(
-        within("echo", ws.recv()).await.unwrap().unwrap(),
-        Message::text("own listener")
-    );
+    assert_echo(&mut ws, "own listener").await;
     ws.close(tether::CloseCode::NORMAL, "").await.unwrap();
     within("server task", task).await.unwrap();
 }
@@ -628,11 +621,7 @@ async fn client_certificate() {
     )
     .await
     .expect("with a client certificate");
-    ws.send(Message::text("mutual")).await.unwrap();
-    assert_eq!(
-        within("echo", ws.recv()).await.unwrap().unwrap(),
-        Message::text("mutual")
-    );
+    assert_echo(&mut ws, "mutual").await;
 
     // DER works too.
     let mut ws = within(
@@ -647,11 +636,7 @@ async fn client_certificate() {
     )
     .await
     .expect("with a client certificate (DER)");
-    ws.send(Message::text("der")).await.unwrap();
-    assert_eq!(
-        within("echo", ws.recv()).await.unwrap().unwrap(),
-        Message::text("der")
-    );
+    assert_echo(&mut ws, "der").await;
 
     let e = connect_err(trusted()).await;
     assert_eq!(e.kind(), ErrorKind::Tls, "{e}");

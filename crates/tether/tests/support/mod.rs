@@ -176,14 +176,18 @@ impl RawPeer {
         }
     }
 
-    /// Connects to a tether server and performs the upgrade by hand.
-    pub(crate) async fn connect_client(addr: SocketAddr) -> Self {
+    /// Connects to a tether server as a client, before the upgrade.
+    pub(crate) async fn connect(addr: SocketAddr) -> Self {
         let stream = within("raw connect", TcpStream::connect(addr))
             .await
             .expect("raw connect");
-        let mut peer = RawPeer::new(stream, true);
-        peer.write(upgrade_request("").as_bytes()).await;
-        let head = peer.read_head().await;
+        RawPeer::new(stream, true)
+    }
+
+    /// Performs the upgrade by hand, as a client.
+    pub(crate) async fn upgrade(&mut self) {
+        self.write(upgrade_request("").as_bytes()).await;
+        let head = self.read_head().await;
         assert!(
             head.starts_with("HTTP/1.1 101 "),
             "tether did not switch protocols: {head}"
@@ -193,7 +197,6 @@ impl RawPeer {
             Some(accept_key(KEY)),
             "{head}"
         );
-        peer
     }
 
     /// Accepts a connection and reads the request head, answering nothing.
@@ -441,6 +444,26 @@ pub(crate) async fn drive<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     }
 }
 
+/// tether's side of a connection from a raw client: a task that accepts one
+/// TCP connection on a free port and hands it to `serve`; and the raw client
+/// connected to it, before the upgrade.
+pub(crate) async fn raw_client_of<F, Fut>(serve: F) -> (RawPeer, JoinHandle<Fut::Output>)
+where
+    F: FnOnce(TcpStream) -> Fut + Send + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let task = tokio::spawn(async move {
+        let (tcp, _) = within("tether side accept", listener.accept())
+            .await
+            .expect("accept");
+        serve(tcp).await
+    });
+    (RawPeer::connect(addr).await, task)
+}
+
 /// A tether server on a free port, accepting one connection with `builder`
 /// and consuming it as `how` says; and a raw client connected to it, past
 /// the handshake.
@@ -448,19 +471,16 @@ pub(crate) async fn tether_server(
     builder: ServerBuilder,
     how: Drive,
 ) -> (RawPeer, JoinHandle<Outcome>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    let task = tokio::spawn(async move {
-        let (tcp, _) = within("tether side accept", listener.accept())
-            .await
-            .expect("accept");
+    let (mut peer, task) = raw_client_of(|tcp| async move {
         let ws = builder
             .accept(tcp)
             .await
             .expect("tether accept() of a valid request");
         drive(ws, how).await
-    });
-    (RawPeer::connect_client(addr).await, task)
+    })
+    .await;
+    peer.upgrade().await;
+    (peer, task)
 }
 
 /// A tether client built by `builder` from the URL of a raw server,
