@@ -454,3 +454,63 @@ where
 {
     ServerBuilder::new().serve(addr, handler).await
 }
+
+/// TLS options of the server (feature `tls`, on by default): thin calls into
+/// `crate::tls`, which holds the rustls code.
+#[cfg(feature = "rustls")]
+impl ServerBuilder {
+    /// Serves TLS (`wss://`) with the certificate chain (leaf first) and
+    /// private key of two PEM files: [`ServerBuilder::serve`] and
+    /// [`ServerBuilder::accept_tcp`] then perform the TLS handshake before
+    /// the upgrade, both within the open timeout. Clients are offered
+    /// ALPN `http/1.1`.
+    ///
+    /// ```no_run
+    /// # async fn run() -> tether::Result<()> {
+    /// let server = tether::ServerBuilder::new()
+    ///     .tls_pem("cert.pem", "key.pem")?
+    ///     .serve("0.0.0.0:443", |mut ws| async move {
+    ///         while let Some(Ok(msg)) = ws.recv().await {
+    ///             if msg.is_data() && ws.send(msg).await.is_err() {
+    ///                 break;
+    ///             }
+    ///         }
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] when a file cannot be read, holds no
+    /// certificate or key, or the key does not match the certificate.
+    pub fn tls_pem(
+        mut self,
+        cert_chain_path: impl AsRef<std::path::Path>,
+        key_path: impl AsRef<std::path::Path>,
+    ) -> Result<Self> {
+        self.tls = Some(crate::tls::ServerTls::from_pem_files(
+            cert_chain_path.as_ref(),
+            key_path.as_ref(),
+        )?);
+        Ok(self)
+    }
+
+    /// As [`ServerBuilder::tls_pem`], from PEM texts in memory.
+    ///
+    /// # Errors
+    /// As [`ServerBuilder::tls_pem`].
+    pub fn tls_pem_bytes(mut self, cert_chain_pem: &[u8], key_pem: &[u8]) -> Result<Self> {
+        self.tls = Some(crate::tls::ServerTls::from_pem(cert_chain_pem, key_pem)?);
+        Ok(self)
+    }
+
+    /// As [`ServerBuilder::tls_pem`], from DER: the certificate chain
+    /// (leaf first) and the private key (PKCS#8, PKCS#1 or SEC1).
+    ///
+    /// # Errors
+    /// As [`ServerBuilder::tls_pem`].
+    pub fn tls_der(mut self, cert_chain: Vec<Vec<u8>>, key: Vec<u8>) -> Result<Self> {
+        self.tls = Some(crate::tls::ServerTls::from_der(cert_chain, key)?);
+        Ok(self)
+    }
+}

@@ -4,10 +4,10 @@
 //!
 //! - The client trusts the platform's certificate store (feature `tls`) and/or
 //!   Mozilla's roots compiled in (feature `webpki-roots`), plus the roots given
-//!   to [`ClientBuilder::add_root_certificate_pem_file`] and its siblings. It
+//!   to `ClientBuilder::add_root_certificate_pem_file` and its siblings. It
 //!   sends SNI (for host names, not for IP addresses) and offers ALPN
 //!   `http/1.1`.
-//! - A server given a certificate ([`ServerBuilder::tls_pem`]) accepts TLS
+//! - A server given a certificate (`ServerBuilder::tls_pem`) accepts TLS
 //!   before the WebSocket upgrade, within the open timeout.
 //! - Certificate and host-name failures are [`ErrorKind::Tls`], which the
 //!   reconnect policy treats as fatal. The [`Error`]'s source is a
@@ -64,8 +64,6 @@ mod disabled {
 #[cfg(feature = "rustls")]
 mod enabled {
     use super::*;
-    use crate::client::ClientBuilder;
-    use crate::server::ServerBuilder;
     use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
     use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
     use rustls::pki_types::pem::PemObject;
@@ -141,7 +139,7 @@ mod enabled {
     // Client
     // -----------------------------------------------------------------------
 
-    /// The TLS settings of a [`ClientBuilder`], and the rustls configuration
+    /// The TLS settings of a [`crate::ClientBuilder`], and the rustls configuration
     /// built from them (once, shared by the builder's clones until a setting
     /// changes).
     #[derive(Clone)]
@@ -337,85 +335,42 @@ mod enabled {
         }
     }
 
-    /// TLS options of the client (feature `tls`, on by default).
-    impl ClientBuilder {
-        /// Trusts the CA certificates of a PEM file (one or more
-        /// `-----BEGIN CERTIFICATE-----` sections) for `wss://`, besides the
-        /// built-in roots.
-        ///
-        /// ```no_run
-        /// # async fn run() -> tether::Result<()> {
-        /// let ws = tether::ClientBuilder::new("wss://internal.example:8443/feed")
-        ///     .add_root_certificate_pem_file("ca.pem")?
-        ///     .connect()
-        ///     .await?;
-        /// # Ok(()) }
-        /// ```
-        ///
-        /// # Errors
-        /// [`ErrorKind::Config`] when the file cannot be read or holds no
-        /// valid certificate.
-        pub fn add_root_certificate_pem_file(self, path: impl AsRef<Path>) -> Result<Self> {
-            let path = path.as_ref();
+    /// The settings behind the TLS options of [`crate::ClientBuilder`]
+    /// (documented there).
+    impl ClientTls {
+        pub(crate) fn add_roots_pem_file(&mut self, path: &Path) -> Result<()> {
             let pem = read_file(path, "root certificate file")?;
             self.add_roots_pem(&pem, &format!("root certificate file {}", path.display()))
         }
 
-        /// Trusts the CA certificates of a PEM text, besides the built-in
-        /// roots. See [`ClientBuilder::add_root_certificate_pem_file`].
-        ///
-        /// # Errors
-        /// [`ErrorKind::Config`] when the text holds no valid certificate.
-        pub fn add_root_certificate_pem(self, pem: &[u8]) -> Result<Self> {
-            self.add_roots_pem(pem, "root certificates")
-        }
-
-        fn add_roots_pem(mut self, pem: &[u8], what: &str) -> Result<Self> {
+        pub(crate) fn add_roots_pem(&mut self, pem: &[u8], what: &str) -> Result<()> {
             for cert in certs_from_pem(pem, what)? {
-                self = self.add_root(cert)?;
+                self.add_root(cert)?;
             }
-            Ok(self)
+            Ok(())
         }
 
-        /// Trusts a CA certificate in DER form, besides the built-in roots.
-        ///
-        /// # Errors
-        /// [`ErrorKind::Config`] when it is not a valid certificate.
-        pub fn add_root_certificate_der(self, der: impl Into<Vec<u8>>) -> Result<Self> {
-            self.add_root(CertificateDer::from(der.into()))
+        pub(crate) fn add_root_der(&mut self, der: Vec<u8>) -> Result<()> {
+            self.add_root(CertificateDer::from(der))
         }
 
-        fn add_root(mut self, cert: CertificateDer<'static>) -> Result<Self> {
+        fn add_root(&mut self, cert: CertificateDer<'static>) -> Result<()> {
             RootCertStore::empty()
                 .add(cert.clone())
                 .map_err(|e| config_error(format!("invalid root certificate: {e}")))?;
-            self.tls.changed().extra_roots.push(cert);
-            Ok(self)
+            self.changed().extra_roots.push(cert);
+            Ok(())
         }
 
-        /// Whether the built-in roots are trusted (default `true`): the
-        /// platform's certificate store with the `tls` feature, Mozilla's
-        /// roots with the `webpki-roots` feature. With `false`, only the
-        /// certificates added with `add_root_certificate_*` are trusted
-        /// (pinning a private CA).
-        pub fn tls_built_in_roots(mut self, enabled: bool) -> Self {
-            self.tls.changed().built_in_roots = enabled;
-            self
+        pub(crate) fn set_built_in_roots(&mut self, enabled: bool) {
+            self.changed().built_in_roots = enabled;
         }
 
-        /// A client certificate for servers that ask for one (mutual TLS):
-        /// the certificate chain (leaf first) and the private key, each from a
-        /// PEM file.
-        ///
-        /// # Errors
-        /// [`ErrorKind::Config`] when a file cannot be read, holds no
-        /// certificate or key, or the key does not match the certificate.
-        pub fn client_certificate_pem_file(
-            self,
-            cert_path: impl AsRef<Path>,
-            key_path: impl AsRef<Path>,
-        ) -> Result<Self> {
-            let (cert_path, key_path) = (cert_path.as_ref(), key_path.as_ref());
+        pub(crate) fn client_auth_pem_files(
+            &mut self,
+            cert_path: &Path,
+            key_path: &Path,
+        ) -> Result<()> {
             let cert = read_file(cert_path, "client certificate file")?;
             let key = read_file(key_path, "client key file")?;
             let chain = certs_from_pem(
@@ -426,50 +381,37 @@ mod enabled {
             self.client_auth(chain, key)
         }
 
-        /// A client certificate from PEM texts: the chain (leaf first) and the
-        /// private key (PKCS#8, PKCS#1 or SEC1).
-        ///
-        /// # Errors
-        /// As [`ClientBuilder::client_certificate_pem_file`].
-        pub fn client_certificate_pem(self, cert_chain_pem: &[u8], key_pem: &[u8]) -> Result<Self> {
+        pub(crate) fn client_auth_pem(
+            &mut self,
+            cert_chain_pem: &[u8],
+            key_pem: &[u8],
+        ) -> Result<()> {
             let chain = certs_from_pem(cert_chain_pem, "client certificate")?;
             let key = key_from_pem(key_pem, "client key")?;
             self.client_auth(chain, key)
         }
 
-        /// A client certificate in DER form: the chain (leaf first) and the
-        /// private key (PKCS#8, PKCS#1 or SEC1).
-        ///
-        /// # Errors
-        /// As [`ClientBuilder::client_certificate_pem_file`].
-        pub fn client_certificate_der(
-            self,
+        pub(crate) fn client_auth_der(
+            &mut self,
             cert_chain: Vec<Vec<u8>>,
             key: Vec<u8>,
-        ) -> Result<Self> {
+        ) -> Result<()> {
             let chain = cert_chain.into_iter().map(CertificateDer::from).collect();
             self.client_auth(chain, key_from_der(key)?)
         }
 
         fn client_auth(
-            mut self,
+            &mut self,
             chain: Vec<CertificateDer<'static>>,
             key: PrivateKeyDer<'static>,
-        ) -> Result<Self> {
+        ) -> Result<()> {
             check_cert_and_key(&chain, &key)?;
-            self.tls.changed().client_auth = Some((chain, Arc::new(key)));
-            Ok(self)
+            self.changed().client_auth = Some((chain, Arc::new(key)));
+            Ok(())
         }
 
-        /// **For tests only.** Accepts any server certificate: self-signed,
-        /// expired, issued for another name, issued by anyone. The connection
-        /// is still encrypted, but to whoever answered: anyone on the path can
-        /// read and change it. Never use this in production; trust a private
-        /// CA with [`ClientBuilder::add_root_certificate_pem_file`] instead.
-        /// A warning is logged on each connection that uses it.
-        pub fn danger_accept_invalid_certs(mut self, accept: bool) -> Self {
-            self.tls.changed().accept_invalid_certs = accept;
-            self
+        pub(crate) fn set_accept_invalid_certs(&mut self, accept: bool) {
+            self.changed().accept_invalid_certs = accept;
         }
     }
 
@@ -523,67 +465,29 @@ mod enabled {
         }
     }
 
-    /// TLS options of the server (feature `tls`, on by default).
-    impl ServerBuilder {
-        /// Serves TLS (`wss://`) with the certificate chain (leaf first) and
-        /// private key of two PEM files: [`ServerBuilder::serve`] and
-        /// [`ServerBuilder::accept_tcp`] then perform the TLS handshake before
-        /// the upgrade, both within the open timeout. Clients are offered
-        /// ALPN `http/1.1`.
-        ///
-        /// ```no_run
-        /// # async fn run() -> tether::Result<()> {
-        /// let server = tether::ServerBuilder::new()
-        ///     .tls_pem("cert.pem", "key.pem")?
-        ///     .serve("0.0.0.0:443", |mut ws| async move {
-        ///         while let Some(Ok(msg)) = ws.recv().await {
-        ///             if msg.is_data() && ws.send(msg).await.is_err() {
-        ///                 break;
-        ///             }
-        ///         }
-        ///     })
-        ///     .await?;
-        /// # Ok(()) }
-        /// ```
-        ///
-        /// # Errors
-        /// [`ErrorKind::Config`] when a file cannot be read, holds no
-        /// certificate or key, or the key does not match the certificate.
-        pub fn tls_pem(
-            mut self,
-            cert_chain_path: impl AsRef<Path>,
-            key_path: impl AsRef<Path>,
-        ) -> Result<Self> {
-            let (cert_path, key_path) = (cert_chain_path.as_ref(), key_path.as_ref());
-            let cert = read_file(cert_path, "certificate file")?;
+    /// The constructors behind the TLS options of [`crate::ServerBuilder`]
+    /// (documented there).
+    impl ServerTls {
+        pub(crate) fn from_pem_files(cert_chain_path: &Path, key_path: &Path) -> Result<Self> {
+            let cert = read_file(cert_chain_path, "certificate file")?;
             let key = read_file(key_path, "private key file")?;
-            let chain =
-                certs_from_pem(&cert, &format!("certificate file {}", cert_path.display()))?;
+            let chain = certs_from_pem(
+                &cert,
+                &format!("certificate file {}", cert_chain_path.display()),
+            )?;
             let key = key_from_pem(&key, &format!("private key file {}", key_path.display()))?;
-            self.tls = Some(ServerTls::new(chain, key)?);
-            Ok(self)
+            ServerTls::new(chain, key)
         }
 
-        /// As [`ServerBuilder::tls_pem`], from PEM texts in memory.
-        ///
-        /// # Errors
-        /// As [`ServerBuilder::tls_pem`].
-        pub fn tls_pem_bytes(mut self, cert_chain_pem: &[u8], key_pem: &[u8]) -> Result<Self> {
+        pub(crate) fn from_pem(cert_chain_pem: &[u8], key_pem: &[u8]) -> Result<Self> {
             let chain = certs_from_pem(cert_chain_pem, "server certificate")?;
             let key = key_from_pem(key_pem, "server key")?;
-            self.tls = Some(ServerTls::new(chain, key)?);
-            Ok(self)
+            ServerTls::new(chain, key)
         }
 
-        /// As [`ServerBuilder::tls_pem`], from DER: the certificate chain
-        /// (leaf first) and the private key (PKCS#8, PKCS#1 or SEC1).
-        ///
-        /// # Errors
-        /// As [`ServerBuilder::tls_pem`].
-        pub fn tls_der(mut self, cert_chain: Vec<Vec<u8>>, key: Vec<u8>) -> Result<Self> {
+        pub(crate) fn from_der(cert_chain: Vec<Vec<u8>>, key: Vec<u8>) -> Result<Self> {
             let chain = cert_chain.into_iter().map(CertificateDer::from).collect();
-            self.tls = Some(ServerTls::new(chain, key_from_der(key)?)?);
-            Ok(self)
+            ServerTls::new(chain, key_from_der(key)?)
         }
     }
 

@@ -126,9 +126,27 @@ pub use connections::Connections;
 pub use policy::{DelaySource, Event, ReconnectPolicy};
 pub use session::{Session, SessionBuilder, SessionState};
 
+use crate::client::ClientBuilder;
 use crate::error::{BoxError, Error, ErrorKind, Initiator};
 use std::time::Duration;
 use tether_proto::{CloseCode, CloseFrame};
+
+/// Reconnecting clients (here, so that `client` does not depend on
+/// `reconnect`: the dependency goes one way).
+impl ClientBuilder {
+    /// Turns this configuration into a [`Connections`] stream that
+    /// reconnects as `policy` says: the Rust form of websockets'
+    /// `async for ws in connect(url)`.
+    pub fn reconnecting(self, policy: ReconnectPolicy) -> Connections {
+        Connections::new(self, policy)
+    }
+
+    /// A persistent [`Session`] builder: one logical connection that
+    /// reconnects by itself.
+    pub fn session(self, policy: ReconnectPolicy) -> SessionBuilder {
+        SessionBuilder::new(self, policy)
+    }
+}
 
 /// What to do about a failure.
 #[derive(Debug)]
