@@ -683,101 +683,6 @@ pub(crate) async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream> {
         .with_message(format!("could not connect to {host}:{port}")))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn url_parsing() {
-        let t = parse_url("ws://example.com/chat?x=1").unwrap();
-        assert_eq!(
-            (
-                t.host.as_str(),
-                t.port,
-                t.host_header.as_str(),
-                t.resource.as_str()
-            ),
-            ("example.com", 80, "example.com", "/chat?x=1")
-        );
-        let t = parse_url("ws://[::1]:9000").unwrap();
-        assert_eq!(
-            (t.host_header.as_str(), t.resource.as_str()),
-            ("[::1]:9000", "/")
-        );
-        assert_eq!(
-            parse_url("http://x/").unwrap_err().kind(),
-            ErrorKind::InvalidUrl
-        );
-        assert_eq!(
-            parse_url("not a url").unwrap_err().kind(),
-            ErrorKind::InvalidUrl
-        );
-        assert_eq!(
-            parse_url("ws://x/#frag").unwrap_err().kind(),
-            ErrorKind::InvalidUrl
-        );
-    }
-
-    #[test]
-    fn url_credentials_become_one_basic_header() {
-        let b = ClientBuilder::new("ws://al%40ice:p%3Ass@h/");
-        let t = parse_url("ws://al%40ice:p%3Ass@h/").unwrap();
-        let req = b.request(&t, &b.headers);
-        let v = req
-            .headers
-            .get_all("authorization")
-            .iter()
-            .collect::<Vec<_>>();
-        assert_eq!(v.len(), 1);
-        let expected = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode("al@ice:p:ss")
-        );
-        assert_eq!(v[0], expected.as_str());
-        // An explicit header wins, still only one.
-        let b = ClientBuilder::new("ws://u:p@h/")
-            .header("Authorization", "Bearer t")
-            .unwrap();
-        let req = b.request(&parse_url("ws://u:p@h/").unwrap(), &b.headers);
-        let v = req
-            .headers
-            .get_all("authorization")
-            .iter()
-            .collect::<Vec<_>>();
-        assert_eq!(v, vec!["Bearer t"]);
-    }
-
-    #[test]
-    fn redirect_targets() {
-        assert_eq!(redirect_target("ws://a/x", "/y").unwrap(), "ws://a/y");
-        assert_eq!(
-            redirect_target("ws://a/x", "http://b:81/z").unwrap(),
-            "ws://b:81/z"
-        );
-        assert_eq!(
-            redirect_target("ws://a/x", "https://b/z").unwrap(),
-            "wss://b/z"
-        );
-        assert!(redirect_target("wss://a/x", "ws://a/y")
-            .unwrap_err()
-            .contains("wss:// to ws://"));
-        assert!(redirect_target("wss://a/x", "http://a/y").is_err());
-        assert!(redirect_target("ws://a/x", "ftp://a/y").is_err());
-        assert_eq!(same_origin("ws://a/x", "ws://a:80/y"), Some(true));
-        assert_eq!(same_origin("ws://a/x", "ws://a:81/y"), Some(false));
-        assert_eq!(same_origin("ws://a/x", "ws://b/y"), Some(false));
-    }
-
-    #[test]
-    fn debug_redacts_credentials() {
-        let b = ClientBuilder::new("ws://u:hunter2@h/?token=hunter3")
-            .header("cookie", "hunter4")
-            .unwrap();
-        let s = format!("{b:?}");
-        assert!(!s.contains("hunter"), "{s}");
-    }
-}
-
 /// TLS options of the client (feature `tls`, on by default): thin calls into
 /// `crate::tls`, which holds the rustls code.
 #[cfg(feature = "rustls")]
@@ -885,5 +790,100 @@ impl ClientBuilder {
     pub fn danger_accept_invalid_certs(mut self, accept: bool) -> Self {
         self.tls.set_accept_invalid_certs(accept);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_parsing() {
+        let t = parse_url("ws://example.com/chat?x=1").unwrap();
+        assert_eq!(
+            (
+                t.host.as_str(),
+                t.port,
+                t.host_header.as_str(),
+                t.resource.as_str()
+            ),
+            ("example.com", 80, "example.com", "/chat?x=1")
+        );
+        let t = parse_url("ws://[::1]:9000").unwrap();
+        assert_eq!(
+            (t.host_header.as_str(), t.resource.as_str()),
+            ("[::1]:9000", "/")
+        );
+        assert_eq!(
+            parse_url("http://x/").unwrap_err().kind(),
+            ErrorKind::InvalidUrl
+        );
+        assert_eq!(
+            parse_url("not a url").unwrap_err().kind(),
+            ErrorKind::InvalidUrl
+        );
+        assert_eq!(
+            parse_url("ws://x/#frag").unwrap_err().kind(),
+            ErrorKind::InvalidUrl
+        );
+    }
+
+    #[test]
+    fn url_credentials_become_one_basic_header() {
+        let b = ClientBuilder::new("ws://al%40ice:p%3Ass@h/");
+        let t = parse_url("ws://al%40ice:p%3Ass@h/").unwrap();
+        let req = b.request(&t, &b.headers);
+        let v = req
+            .headers
+            .get_all("authorization")
+            .iter()
+            .collect::<Vec<_>>();
+        assert_eq!(v.len(), 1);
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("al@ice:p:ss")
+        );
+        assert_eq!(v[0], expected.as_str());
+        // An explicit header wins, still only one.
+        let b = ClientBuilder::new("ws://u:p@h/")
+            .header("Authorization", "Bearer t")
+            .unwrap();
+        let req = b.request(&parse_url("ws://u:p@h/").unwrap(), &b.headers);
+        let v = req
+            .headers
+            .get_all("authorization")
+            .iter()
+            .collect::<Vec<_>>();
+        assert_eq!(v, vec!["Bearer t"]);
+    }
+
+    #[test]
+    fn redirect_targets() {
+        assert_eq!(redirect_target("ws://a/x", "/y").unwrap(), "ws://a/y");
+        assert_eq!(
+            redirect_target("ws://a/x", "http://b:81/z").unwrap(),
+            "ws://b:81/z"
+        );
+        assert_eq!(
+            redirect_target("ws://a/x", "https://b/z").unwrap(),
+            "wss://b/z"
+        );
+        assert!(redirect_target("wss://a/x", "ws://a/y")
+            .unwrap_err()
+            .contains("wss:// to ws://"));
+        assert!(redirect_target("wss://a/x", "http://a/y").is_err());
+        assert!(redirect_target("ws://a/x", "ftp://a/y").is_err());
+        assert_eq!(same_origin("ws://a/x", "ws://a:80/y"), Some(true));
+        assert_eq!(same_origin("ws://a/x", "ws://a:81/y"), Some(false));
+        assert_eq!(same_origin("ws://a/x", "ws://b/y"), Some(false));
+    }
+
+    #[test]
+    fn debug_redacts_credentials() {
+        let b = ClientBuilder::new("ws://u:hunter2@h/?token=hunter3")
+            .header("cookie", "hunter4")
+            .unwrap();
+        let s = format!("{b:?}");
+        assert!(!s.contains("hunter"), "{s}");
     }
 }
