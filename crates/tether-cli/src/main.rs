@@ -98,8 +98,8 @@ pub(crate) fn parse_duration(s: &str) -> Result<Secs, String> {
     }
 }
 
-pub(crate) fn socket_config(l: &Limits) -> tether::Config {
-    let mut c = tether::Config::default();
+pub(crate) fn socket_config(l: &Limits) -> tether::WebSocketConfig {
+    let mut c = tether::WebSocketConfig::default();
     c.max_message_size = l.max_size.0;
     c.close_timeout = l.close_timeout.0;
     c.ping_interval = l.ping_interval.0;

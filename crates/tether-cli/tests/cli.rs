@@ -80,7 +80,7 @@ async fn fault_server(steps: Vec<Step>) -> (String, Arc<Mutex<Vec<String>>>) {
                         let ws = tether::WebSocket::from_raw(
                             tcp,
                             tether::Role::Server,
-                            tether::Config::default(),
+                            tether::WebSocketConfig::default(),
                         );
                         serve_ws(ws, step).await;
                     }

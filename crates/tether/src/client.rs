@@ -1,7 +1,7 @@
 //! Opening client connections: [`connect`] and [`ClientBuilder`].
 
 use crate::error::{BoxError, Error, ErrorKind, Result};
-use crate::socket::{mask_source, Config, WebSocket};
+use crate::socket::{mask_source, WebSocket, WebSocketConfig};
 use crate::transport::Stream;
 use base64::Engine as _;
 use bytes::BytesMut;
@@ -162,7 +162,7 @@ pub struct ClientBuilder {
     headers: HeaderMap,
     user_agent: Option<String>,
     open_timeout: Option<Duration>,
-    config: Config,
+    config: WebSocketConfig,
     /// TLS settings for `wss://` (set in `crate::tls`).
     pub(crate) tls: crate::tls::ClientTls,
     proxy: crate::proxy::ProxySetting,
@@ -198,7 +198,7 @@ impl ClientBuilder {
             headers: HeaderMap::new(),
             user_agent: Some(USER_AGENT.to_string()),
             open_timeout: Some(Duration::from_secs(10)),
-            config: Config::default(),
+            config: WebSocketConfig::default(),
             tls: Default::default(),
             proxy: Default::default(),
         }
@@ -318,13 +318,6 @@ impl ClientBuilder {
         self
     }
 
-    /// permessage-deflate settings (default: offered, as browsers and
-    /// websockets do); `None` turns compression off.
-    pub fn compression(mut self, c: Option<tether_proto::deflate::DeflateConfig>) -> Self {
-        self.config.compression = c;
-        self
-    }
-
     /// Connects through this proxy (`http://`, `socks5://` or `socks5h://`,
     /// with optional `user:password@`), for every target, instead of the
     /// one the environment chooses. The URL is checked when connecting: an
@@ -349,48 +342,7 @@ impl ClientBuilder {
         self
     }
 
-    /// Bounds the closing handshake (default 10 s).
-    pub fn close_timeout(mut self, t: Option<Duration>) -> Self {
-        self.config.close_timeout = t;
-        self
-    }
-
-    /// Keepalive ping interval (default 20 s; `None` disables keepalive).
-    pub fn ping_interval(mut self, t: Option<Duration>) -> Self {
-        self.config.ping_interval = t;
-        self
-    }
-
-    /// How long a keepalive ping may wait for its pong before the peer is
-    /// declared dead (default 20 s; `None`: never).
-    pub fn ping_timeout(mut self, t: Option<Duration>) -> Self {
-        self.config.ping_timeout = t;
-        self
-    }
-
-    /// The largest message accepted (default 1 MiB; `None`: unlimited).
-    pub fn max_message_size(mut self, n: Option<usize>) -> Self {
-        self.config.max_message_size = n;
-        self
-    }
-
-    /// The largest frame accepted (default: the message limit).
-    pub fn max_frame_size(mut self, n: Option<usize>) -> Self {
-        self.config.max_frame_size = n;
-        self
-    }
-
-    /// Outgoing bytes buffered before `send` waits (default 64 KiB).
-    pub fn write_buffer_limit(mut self, n: usize) -> Self {
-        self.config.write_buffer_limit = n;
-        self
-    }
-
-    /// Replaces the socket settings.
-    pub fn config(mut self, config: Config) -> Self {
-        self.config = config;
-        self
-    }
+    crate::socket::socket_setters!();
 
     /// Opens the connection: resolves the host, tries each address in turn,
     /// performs the TLS handshake for `wss://`, then the upgrade, all within

@@ -53,7 +53,7 @@ mod transport;
 pub use client::{connect, ClientBuilder, CredentialsRequest};
 pub use error::{BoxError, Error, ErrorKind, Initiator, Result};
 pub use server::{accept, serve, Server, ServerBuilder};
-pub use socket::{Config, WebSocket, WsReader, WsWriter};
+pub use socket::{WebSocket, WebSocketConfig, WsReader, WsWriter};
 pub use transport::Stream;
 
 pub use bytes::Bytes;

@@ -1,7 +1,7 @@
 //! Accepting connections: [`accept`], [`ServerBuilder`] and [`serve`].
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::socket::{Config, WebSocket};
+use crate::socket::{WebSocket, WebSocketConfig};
 use bytes::BytesMut;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -55,7 +55,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(io: S) -> Result<WebSocke
 #[derive(Clone)]
 #[must_use]
 pub struct ServerBuilder {
-    config: Config,
+    config: WebSocketConfig,
     subprotocols: Vec<String>,
     process_request: Option<Arc<ProcessRequest>>,
     open_timeout: Option<Duration>,
@@ -84,9 +84,9 @@ impl ServerBuilder {
     /// The defaults: open timeout 10 s, max message 1 MiB, close timeout 10 s.
     pub fn new() -> Self {
         // As websockets: accept compression, with a 12-bit server window.
-        let config = Config {
+        let config = WebSocketConfig {
             compression: Some(tether_proto::deflate::DeflateConfig::server_default()),
-            ..Config::default()
+            ..WebSocketConfig::default()
         };
         ServerBuilder {
             config,
@@ -115,13 +115,6 @@ impl ServerBuilder {
         self
     }
 
-    /// permessage-deflate settings (default: accepted, 12-bit server
-    /// window); `None` turns compression off.
-    pub fn compression(mut self, c: Option<tether_proto::deflate::DeflateConfig>) -> Self {
-        self.config.compression = c;
-        self
-    }
-
     /// Bounds the time a client has to complete the TLS handshake (with a
     /// certificate) and send its upgrade request (default 10 s).
     pub fn open_timeout(mut self, t: Option<Duration>) -> Self {
@@ -129,30 +122,7 @@ impl ServerBuilder {
         self
     }
 
-    /// Keepalive ping interval (default 20 s; `None` disables keepalive).
-    pub fn ping_interval(mut self, t: Option<Duration>) -> Self {
-        self.config.ping_interval = t;
-        self
-    }
-
-    /// How long a keepalive ping may wait for its pong before the peer is
-    /// declared dead (default 20 s; `None`: never).
-    pub fn ping_timeout(mut self, t: Option<Duration>) -> Self {
-        self.config.ping_timeout = t;
-        self
-    }
-
-    /// The largest message accepted (default 1 MiB; `None`: unlimited).
-    pub fn max_message_size(mut self, n: Option<usize>) -> Self {
-        self.config.max_message_size = n;
-        self
-    }
-
-    /// Replaces the socket settings.
-    pub fn config(mut self, config: Config) -> Self {
-        self.config = config;
-        self
-    }
+    crate::socket::socket_setters!();
 
     /// Performs the server handshake on `io`, as it is: the TLS settings
     /// (`ServerBuilder::tls_pem`) do not apply here (`io` may already be a

@@ -14,7 +14,7 @@
 use futures_util::SinkExt;
 use std::time::{Duration, Instant};
 use tether::{
-    ClientBuilder, CloseCode, Config, Error, ErrorKind, Message, ServerBuilder, WebSocket,
+    ClientBuilder, CloseCode, Error, ErrorKind, Message, ServerBuilder, WebSocket, WebSocketConfig,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -33,8 +33,8 @@ enum Side {
 }
 
 /// Keepalive on (fast), close timeout long: the keepalive must act.
-fn keepalive_config() -> Config {
-    let mut c = Config::default();
+fn keepalive_config() -> WebSocketConfig {
+    let mut c = WebSocketConfig::default();
     c.ping_interval = Some(PING_INTERVAL);
     c.ping_timeout = Some(PING_TIMEOUT);
     c.close_timeout = Some(Duration::from_secs(30));
@@ -42,8 +42,8 @@ fn keepalive_config() -> Config {
 }
 
 /// Keepalive off, close timeout short: the close timer must act.
-fn close_config() -> Config {
-    let mut c = Config::default();
+fn close_config() -> WebSocketConfig {
+    let mut c = WebSocketConfig::default();
     c.ping_interval = None;
     c.close_timeout = Some(CLOSE_TIMEOUT);
     c
@@ -63,7 +63,7 @@ async fn read_head(tcp: &mut TcpStream) -> String {
 
 /// A tether socket on `side`, and the raw peer on the other end, which has
 /// finished the opening handshake and will never read again.
-async fn open(side: Side, config: Config) -> (WebSocket, TcpStream) {
+async fn open(side: Side, config: WebSocketConfig) -> (WebSocket, TcpStream) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     match side {

@@ -470,7 +470,7 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
     });
     let (tcp, _) = listener.accept().await.unwrap();
     let mut ws = tether::accept(tcp).await.unwrap();
-    let limit = tether::Config::default().write_buffer_limit;
+    let limit = tether::WebSocketConfig::default().write_buffer_limit;
     let mut max = 0;
     let mut pings = 0u64;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);

@@ -1,11 +1,11 @@
-//! [`Config`]: the settings of an open WebSocket.
+//! [`WebSocketConfig`]: the settings of an open WebSocket.
 
 use std::time::Duration;
 
 /// Settings of an open WebSocket, with the defaults of Python `websockets`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Config {
+pub struct WebSocketConfig {
     /// The largest message accepted (default 1 MiB). Over it, the connection
     /// fails with close code 1009 before the excess is buffered. `None`: no limit.
     pub max_message_size: Option<usize>,
@@ -30,9 +30,9 @@ pub struct Config {
     pub compression: Option<tether_proto::deflate::DeflateConfig>,
 }
 
-impl Default for Config {
+impl Default for WebSocketConfig {
     fn default() -> Self {
-        Config {
+        WebSocketConfig {
             max_message_size: Some(1 << 20),
             max_frame_size: None,
             write_buffer_limit: 64 * 1024,
@@ -44,7 +44,7 @@ impl Default for Config {
     }
 }
 
-impl Config {
+impl WebSocketConfig {
     pub(crate) fn proto(&self) -> tether_proto::Config {
         let msg = self.max_message_size.unwrap_or(usize::MAX);
         let mut c = tether_proto::Config::default()
@@ -54,3 +54,66 @@ impl Config {
         c
     }
 }
+
+/// The setters that [`ClientBuilder`](crate::ClientBuilder) and
+/// [`ServerBuilder`](crate::ServerBuilder) share for the sockets they open,
+/// written once: each builder keeps its [`WebSocketConfig`] in a field named
+/// `config`, and expands this inside its `impl`.
+macro_rules! socket_setters {
+    () => {
+        /// Replaces the socket settings at once.
+        pub fn config(mut self, config: $crate::WebSocketConfig) -> Self {
+            self.config = config;
+            self
+        }
+
+        /// The largest message accepted (default 1 MiB; `None`: unlimited).
+        /// Over it, the connection fails with 1009 before the excess is
+        /// buffered.
+        pub fn max_message_size(mut self, n: Option<usize>) -> Self {
+            self.config.max_message_size = n;
+            self
+        }
+
+        /// The largest frame accepted (default: the message limit).
+        pub fn max_frame_size(mut self, n: Option<usize>) -> Self {
+            self.config.max_frame_size = n;
+            self
+        }
+
+        /// Outgoing bytes buffered before `send` waits for the peer to
+        /// read them (default 64 KiB).
+        pub fn write_buffer_limit(mut self, n: usize) -> Self {
+            self.config.write_buffer_limit = n;
+            self
+        }
+
+        /// Bounds the closing handshake (default 10 s; `None`: wait forever).
+        pub fn close_timeout(mut self, t: Option<std::time::Duration>) -> Self {
+            self.config.close_timeout = t;
+            self
+        }
+
+        /// Keepalive ping interval (default 20 s; `None` disables keepalive).
+        pub fn ping_interval(mut self, t: Option<std::time::Duration>) -> Self {
+            self.config.ping_interval = t;
+            self
+        }
+
+        /// How long a keepalive ping may wait for its pong before the peer is
+        /// declared dead (default 20 s; `None`: never).
+        pub fn ping_timeout(mut self, t: Option<std::time::Duration>) -> Self {
+            self.config.ping_timeout = t;
+            self
+        }
+
+        /// permessage-deflate settings; `None` turns compression off. On by
+        /// default, as in browsers and websockets: a client offers it, a
+        /// server accepts it with a 12-bit server window.
+        pub fn compression(mut self, c: Option<tether_proto::deflate::DeflateConfig>) -> Self {
+            self.config.compression = c;
+            self
+        }
+    };
+}
+pub(crate) use socket_setters;

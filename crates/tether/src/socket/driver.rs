@@ -11,7 +11,7 @@
 //! Busy connections pay nothing for the timers: they are polled only when
 //! the socket is about to wait, never once per message.
 
-use super::config::Config;
+use super::config::WebSocketConfig;
 use super::keepalive::{Keepalive, Tick};
 use crate::error::{Error, ErrorKind, Initiator, Result};
 use bytes::Buf;
@@ -81,7 +81,7 @@ impl EndInfo {
 pub(crate) struct Driver<S> {
     pub(super) io: S,
     pub(super) conn: Connection,
-    config: Arc<Config>,
+    config: Arc<WebSocketConfig>,
     pub(super) finish: Finish,
     close_timer: Option<Pin<Box<Sleep>>>,
     shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
@@ -122,7 +122,7 @@ impl<S> Drop for Driver<S> {
 }
 
 impl<S> Driver<S> {
-    pub(super) fn new(io: S, conn: Connection, config: Arc<Config>) -> Self {
+    pub(super) fn new(io: S, conn: Connection, config: Arc<WebSocketConfig>) -> Self {
         Driver {
             io,
             conn,

@@ -16,7 +16,8 @@ mod driver;
 mod keepalive;
 mod split;
 
-pub use config::Config;
+pub(crate) use config::socket_setters;
+pub use config::WebSocketConfig;
 pub(crate) use driver::EndInfo;
 pub use split::{WsReader, WsWriter};
 
@@ -94,7 +95,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         io: S,
         mut conn: Connection,
         leftover: Bytes,
-        config: Arc<Config>,
+        config: Arc<WebSocketConfig>,
     ) -> Self {
         conn.receive(&leftover);
         WebSocket {
@@ -106,7 +107,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Wraps a transport on which a WebSocket handshake was already done by
     /// other means (for example by an HTTP server framework), in `role`.
-    pub fn from_raw(io: S, role: tether_proto::Role, config: Config) -> Self {
+    pub fn from_raw(io: S, role: tether_proto::Role, config: WebSocketConfig) -> Self {
         let proto = config.proto();
         let conn = match role {
             tether_proto::Role::Client => Connection::client(proto, mask_source()),

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tether::tether_proto::handshake::accept_key;
-use tether::{Config, Role, WebSocket};
+use tether::{Role, WebSocket, WebSocketConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -472,7 +472,7 @@ async fn after_accept(mut tcp: TcpStream, then: Then) {
     let mut sink = [0u8; 1024];
     match then {
         Then::Echo => {
-            let mut config = Config::default();
+            let mut config = WebSocketConfig::default();
             config.ping_interval = None;
             let mut ws = WebSocket::from_raw(tcp, Role::Server, config);
             while let Some(Ok(msg)) = ws.recv().await {
