@@ -58,5 +58,6 @@ pub use transport::Stream;
 
 pub use bytes::Bytes;
 pub use tether_proto;
+pub use tether_proto::deflate::{DeflateConfig, DeflateParams};
 pub use tether_proto::handshake::{Request, Response};
 pub use tether_proto::{CloseCode, CloseFrame, Message, Role, State, Utf8Bytes};

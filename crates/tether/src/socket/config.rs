@@ -27,7 +27,7 @@ pub struct WebSocketConfig {
     /// permessage-deflate (RFC 7692): offered by clients and accepted by
     /// servers by default, as browsers and websockets do. `None` turns it
     /// off. [`ServerBuilder`](crate::ServerBuilder) uses a 12-bit window.
-    pub compression: Option<tether_proto::deflate::DeflateConfig>,
+    pub compression: Option<crate::DeflateConfig>,
 }
 
 impl Default for WebSocketConfig {
@@ -39,7 +39,7 @@ impl Default for WebSocketConfig {
             close_timeout: Some(Duration::from_secs(10)),
             ping_interval: Some(Duration::from_secs(20)),
             ping_timeout: Some(Duration::from_secs(20)),
-            compression: Some(tether_proto::deflate::DeflateConfig::default()),
+            compression: Some(crate::DeflateConfig::default()),
         }
     }
 }
@@ -110,7 +110,7 @@ macro_rules! socket_setters {
         /// permessage-deflate settings; `None` turns compression off. On by
         /// default, as in browsers and websockets: a client offers it, a
         /// server accepts it with a 12-bit server window.
-        pub fn compression(mut self, c: Option<tether_proto::deflate::DeflateConfig>) -> Self {
+        pub fn compression(mut self, c: Option<$crate::DeflateConfig>) -> Self {
             self.config.compression = c;
             self
         }

@@ -129,7 +129,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     /// The permessage-deflate parameters agreed in the handshake, if any.
-    pub fn compression(&self) -> Option<tether_proto::deflate::DeflateParams> {
+    pub fn compression(&self) -> Option<crate::DeflateParams> {
         self.driver.conn.deflate()
     }
 
