@@ -147,7 +147,11 @@ impl ServerBuilder {
         io: S,
         shutdown: Option<&CancellationToken>,
     ) -> Result<WebSocket<S>> {
-        let fut = self.handshake(io, shutdown);
+        self.within_open_timeout(self.handshake(io, shutdown)).await
+    }
+
+    /// Runs `fut` (a TLS handshake and an upgrade) within the open timeout.
+    async fn within_open_timeout<T>(&self, fut: impl Future<Output = Result<T>>) -> Result<T> {
         match self.open_timeout {
             Some(t) => tokio::time::timeout(t, fut).await.unwrap_or_else(|_| {
                 Err(Error::msg(
@@ -180,19 +184,11 @@ impl ServerBuilder {
         tcp: TcpStream,
         shutdown: Option<&CancellationToken>,
     ) -> Result<WebSocket> {
-        let fut = async {
+        self.within_open_timeout(async {
             let io = crate::tls::accept(self.tls.as_ref(), tcp).await?;
             self.handshake(io, shutdown).await
-        };
-        match self.open_timeout {
-            Some(t) => tokio::time::timeout(t, fut).await.unwrap_or_else(|_| {
-                Err(Error::msg(
-                    ErrorKind::Timeout,
-                    "client did not complete the handshake in time",
-                ))
-            }),
-            None => fut.await,
-        }
+        })
+        .await
     }
 
     async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
