@@ -14,7 +14,6 @@ use std::time::Duration;
 use tether_proto::handshake::{ClientHandshake, ClientRequest, Progress, Response, USER_AGENT};
 use tether_proto::{Connection, MaskSource};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Masking keys from a CSPRNG (RFC 6455 §10.3): ChaCha12 seeded from the OS.
 pub(crate) fn mask_source() -> Box<dyn MaskSource> {
@@ -682,35 +681,6 @@ fn same_origin(a: &str, b: &str) -> Option<bool> {
             && a.host_str() == b.host_str()
             && a.port_or_known_default() == b.port_or_known_default(),
     )
-}
-
-/// Resolves `host` and tries every address in turn; sets TCP_NODELAY.
-pub(crate) async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream> {
-    let addrs: Vec<_> = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| {
-            Error::io(ErrorKind::Dns, e).with_message(format!("could not resolve {host}"))
-        })?
-        .collect();
-    if addrs.is_empty() {
-        return Err(Error::msg(ErrorKind::Dns, format!("{host} has no address")));
-    }
-    let mut last = None;
-    for addr in addrs {
-        match TcpStream::connect(addr).await {
-            Ok(s) => {
-                let _ = s.set_nodelay(true);
-                return Ok(s);
-            }
-            Err(e) => {
-                tracing::debug!(%addr, error = %e, "TCP connect failed");
-                last = Some(e);
-            }
-        }
-    }
-    let e = last.expect("at least one address");
-    Err(Error::io(ErrorKind::Connect, e)
-        .with_message(format!("could not connect to {host}:{port}")))
 }
 
 #[cfg(test)]

@@ -76,8 +76,8 @@
 //!
 //! Proxy credentials never appear in `Debug` output, error messages or logs.
 
-use crate::client::connect_tcp;
 use crate::error::{Error, ErrorKind, Result};
+use crate::transport::connect_tcp;
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};

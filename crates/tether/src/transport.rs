@@ -1,5 +1,6 @@
-//! The byte stream under a WebSocket.
+//! The byte stream under a WebSocket, and the TCP connection it starts from.
 
+use crate::error::{Error, ErrorKind, Result};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -108,4 +109,33 @@ impl AsyncWrite for Stream {
             Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
+}
+
+/// Resolves `host` and tries every address in turn; sets TCP_NODELAY.
+pub(crate) async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream> {
+    let addrs: Vec<_> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| {
+            Error::io(ErrorKind::Dns, e).with_message(format!("could not resolve {host}"))
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(Error::msg(ErrorKind::Dns, format!("{host} has no address")));
+    }
+    let mut last = None;
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => {
+                tracing::debug!(%addr, error = %e, "TCP connect failed");
+                last = Some(e);
+            }
+        }
+    }
+    let e = last.expect("at least one address");
+    Err(Error::io(ErrorKind::Connect, e)
+        .with_message(format!("could not connect to {host}:{port}")))
 }
