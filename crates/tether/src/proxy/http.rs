@@ -3,10 +3,9 @@
 use super::{authority, Proxy};
 use crate::error::{Error, ErrorKind, Result};
 use base64::Engine as _;
-use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue};
 use std::time::Duration;
-use tether_proto::handshake::{Response, MAX_BODY_KEPT};
+use tether_proto::handshake::{ResponseProgress, ResponseReader};
+use tether_proto::HandshakeError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -14,8 +13,9 @@ use tokio::net::TcpStream;
 pub const MAX_CONNECT_HEAD: usize = 8192;
 /// The most header fields accepted in an HTTP proxy's response.
 const MAX_CONNECT_HEADERS: usize = 64;
-/// How long the body of a proxy's refusal is read, at most, before the
-/// refusal is reported with what arrived.
+/// How long the body of a proxy's refusal (at most
+/// [`MAX_BODY_KEPT`](tether_proto::handshake::MAX_BODY_KEPT) bytes of it) is
+/// read, at most, before the refusal is reported with what arrived.
 const REFUSAL_BODY_WAIT: Duration = Duration::from_secs(2);
 
 impl Proxy {
@@ -55,58 +55,66 @@ impl Proxy {
                     ))
                     .with_proxy(false)
             })?;
-        let mut buf = Vec::with_capacity(1024);
+        let mut reader = ResponseReader::new()
+            .max_head(MAX_CONNECT_HEAD)
+            .max_headers(MAX_CONNECT_HEADERS)
+            .accept_http_1_0();
         let mut chunk = [0u8; 2048];
-        let head = loop {
-            match parse_head(&buf) {
-                Ok(Some(head)) => break head,
-                Ok(None) => {}
-                Err(why) => return Err(self.bad_answer(&why)),
+        // Set once the head is a refusal: until when its body is read.
+        let mut body_deadline = None;
+        let response = loop {
+            let n = match body_deadline {
+                None => s.read(&mut chunk).await.map_err(|e| {
+                    Error::io(ErrorKind::Connect, e)
+                        .with_message(format!(
+                            "connection to the proxy {self} lost while waiting for its answer to the CONNECT"
+                        ))
+                        .with_proxy(false)
+                })?,
+                // The refusal is reported with what came of its body by
+                // then, at EOF, or at a read error.
+                Some(deadline) => tokio::time::timeout_at(deadline, s.read(&mut chunk))
+                    .await
+                    .ok()
+                    .and_then(|read| read.ok())
+                    .unwrap_or(0),
+            };
+            let progress = if n == 0 {
+                reader.receive_eof()
+            } else {
+                reader.receive(&chunk[..n])
+            };
+            let head = match progress.map_err(|e| self.bad_head(e))? {
+                ResponseProgress::NeedMore => continue,
+                ResponseProgress::Complete(refusal) => break refusal,
+                ResponseProgress::Head(head) => head,
+            };
+            if (200..300).contains(&head.status) {
+                // RFC 9110 §9.3.6: after a 2xx the connection is the tunnel;
+                // the target was sent nothing yet, so nothing can follow.
+                let early = reader.take_leftover();
+                if !early.is_empty() {
+                    return Err(self.bad_answer(&format!(
+                        "it sent {} bytes after its {} answer, before the tunnel was used",
+                        early.len(),
+                        head.status
+                    )));
+                }
+                tracing::debug!(proxy = %self, target = %target, status = head.status, "proxy tunnel open");
+                return Ok(s);
             }
-            if buf.len() >= MAX_CONNECT_HEAD {
-                return Err(self.bad_answer(&format!(
-                    "its response head is longer than {MAX_CONNECT_HEAD} bytes"
-                )));
+            body_deadline = Some(tokio::time::Instant::now() + REFUSAL_BODY_WAIT);
+            if let ResponseProgress::Complete(refusal) = reader.read_body(head) {
+                break refusal;
             }
-            let room = (MAX_CONNECT_HEAD - buf.len()).min(chunk.len());
-            let n = s.read(&mut chunk[..room]).await.map_err(|e| {
-                Error::io(ErrorKind::Connect, e)
-                    .with_message(format!(
-                        "connection to the proxy {self} lost while waiting for its answer to the CONNECT"
-                    ))
-                    .with_proxy(false)
-            })?;
-            if n == 0 {
-                return Err(Error::msg(
-                    ErrorKind::Connect,
-                    format!("the proxy {self} closed the connection without answering the CONNECT"),
-                )
-                .with_proxy(false));
-            }
-            buf.extend_from_slice(&chunk[..n]);
         };
-        if (200..300).contains(&head.status) {
-            if buf.len() > head.len {
-                return Err(self.bad_answer(&format!(
-                    "it sent {} bytes after its {} answer, before the tunnel was used",
-                    buf.len() - head.len,
-                    head.status
-                )));
-            }
-            tracing::debug!(proxy = %self, target = %target, status = head.status, "proxy tunnel open");
-            return Ok(s);
-        }
-        let mut response = Response::new(head.status);
-        response.reason = head.reason;
-        response.headers = head.headers;
-        let body_start = buf.len().min(head.len);
-        response.body = read_refusal_body(&mut s, buf.split_off(body_start), &response).await;
+        let status = response.status;
         // 407 is the proxy's "credentials needed or refused"; some proxies
         // (tinyproxy) answer wrong credentials with 401.
-        let auth = matches!(head.status, 401 | 407);
+        let auth = matches!(status, 401 | 407);
         let mut message = format!(
-            "proxy {self} refused the CONNECT to {target}: HTTP {} {}",
-            response.status, response.reason
+            "proxy {self} refused the CONNECT to {target}: HTTP {status} {}",
+            response.reason
         );
         if auth {
             message.push_str(if self.credentials.is_some() {
@@ -124,10 +132,28 @@ impl Proxy {
                 message.push_str(&format!(": {body:?}"));
             }
         }
-        tracing::debug!(proxy = %self, target = %target, status = head.status, "proxy refused the CONNECT");
+        tracing::debug!(proxy = %self, target = %target, status, "proxy refused the CONNECT");
         Err(Error::msg(ErrorKind::HttpStatus, message)
             .with_response(response)
             .with_proxy(auth))
+    }
+
+    /// The error for an answer whose head could not be read.
+    fn bad_head(&self, e: HandshakeError) -> Error {
+        match e {
+            HandshakeError::UnexpectedEof => Error::msg(
+                ErrorKind::Connect,
+                format!("the proxy {self} closed the connection without answering the CONNECT"),
+            )
+            .with_proxy(false),
+            HandshakeError::LineTooLong | HandshakeError::HeadersTooLarge => {
+                self.bad_answer(&format!(
+                    "its response head is longer than {MAX_CONNECT_HEAD} bytes or has more than \
+                     {MAX_CONNECT_HEADERS} header fields"
+                ))
+            }
+            e => self.bad_answer(&format!("not an HTTP response ({e})")),
+        }
     }
 
     fn bad_answer(&self, why: &str) -> Error {
@@ -137,110 +163,6 @@ impl Proxy {
         )
         .with_proxy(false)
     }
-}
-
-/// A parsed response head.
-struct Head {
-    len: usize,
-    status: u16,
-    reason: String,
-    headers: HeaderMap,
-}
-
-/// Parses an HTTP/1.0 or HTTP/1.1 response head; `None` while incomplete.
-fn parse_head(buf: &[u8]) -> std::result::Result<Option<Head>, String> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_CONNECT_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let len = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(format!(
-                "its response has more than {MAX_CONNECT_HEADERS} header fields"
-            ))
-        }
-        Err(e) => return Err(format!("not an HTTP response ({e})")),
-    };
-    let status = resp.code.unwrap_or(0);
-    let mut map = HeaderMap::with_capacity(resp.headers.len());
-    for h in resp.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| "an invalid header name in its response".to_string())?;
-        let value = HeaderValue::from_bytes(h.value)
-            .map_err(|_| "an invalid header value in its response".to_string())?;
-        map.append(name, value);
-    }
-    Ok(Some(Head {
-        len,
-        status,
-        reason: resp.reason.unwrap_or("").to_string(),
-        headers: map,
-    }))
-}
-
-/// Reads the body of a proxy's refusal: up to [`MAX_BODY_KEPT`] bytes, until
-/// its length is reached, EOF, or [`REFUSAL_BODY_WAIT`]. Chunked bodies are
-/// decoded as far as they parse.
-async fn read_refusal_body(s: &mut TcpStream, mut body: Vec<u8>, head: &Response) -> Bytes {
-    let no_body = matches!(head.status, 100..=199 | 204 | 304);
-    let chunked = head
-        .header_str("transfer-encoding")
-        .is_some_and(|t| t.to_ascii_lowercase().contains("chunked"));
-    let length = if chunked {
-        None
-    } else {
-        head.header_str("content-length")
-            .and_then(|v| v.trim().parse::<usize>().ok())
-    };
-    let complete = |b: &[u8]| match length {
-        Some(n) => b.len() >= n,
-        None => chunked && find(b, b"0\r\n\r\n").is_some(),
-    };
-    if !no_body {
-        let deadline = tokio::time::Instant::now() + REFUSAL_BODY_WAIT;
-        let mut chunk = [0u8; 2048];
-        while body.len() < MAX_BODY_KEPT && !complete(&body) {
-            match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
-                Ok(Ok(n)) if n > 0 => body.extend_from_slice(&chunk[..n]),
-                _ => break,
-            }
-        }
-    } else {
-        body.clear();
-    }
-    if let Some(n) = length {
-        body.truncate(n);
-    }
-    body.truncate(MAX_BODY_KEPT);
-    if chunked {
-        body = dechunk(&body);
-    }
-    Bytes::from(body)
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Decodes a chunked body as far as it parses.
-fn dechunk(raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut rest = raw;
-    while let Some(nl) = find(rest, b"\r\n") {
-        let line = std::str::from_utf8(&rest[..nl]).unwrap_or("");
-        let Ok(size) = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
-        else {
-            break;
-        };
-        rest = &rest[nl + 2..];
-        if size == 0 {
-            break;
-        }
-        let take = size.min(rest.len());
-        out.extend_from_slice(&rest[..take]);
-        rest = rest[take..].strip_prefix(b"\r\n").unwrap_or(&rest[take..]);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -260,17 +182,6 @@ mod tests {
         let p = Proxy::parse("http://p:3128").unwrap();
         let req = String::from_utf8(p.connect_request("h", 80, Some("a\r\nX-Evil: 1"))).unwrap();
         assert_eq!(req, "CONNECT h:80 HTTP/1.1\r\nHost: h:80\r\n\r\n");
-    }
-
-    #[test]
-    fn chunked_bodies_decode_as_far_as_they_parse() {
-        assert_eq!(
-            dechunk(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
-            b"hello world"
-        );
-        assert_eq!(dechunk(b"5\r\nhel"), b"hel");
-        assert_eq!(dechunk(b"zz\r\nhello"), b"");
-        assert_eq!(dechunk(b"ffffffffffffffffffff\r\nx"), b"");
     }
 
     #[tokio::test]
