@@ -3,6 +3,7 @@
 use crate::error::{BoxError, Error, ErrorKind, Result};
 use crate::socket::{Config, WebSocket};
 use crate::transport::Stream;
+use crate::userinfo::decode_userinfo;
 use base64::Engine as _;
 use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -91,8 +92,11 @@ pub(crate) fn parse_url(raw: &str) -> Result<Target> {
         resource.push_str(q);
     }
     let basic_auth = if !url.username().is_empty() || url.password().is_some() {
-        let user = percent_decode(url.username());
-        let pass = percent_decode(url.password().unwrap_or(""));
+        // Invalid UTF-8 is sent as U+FFFD rather than refused.
+        let lossy =
+            |e: std::string::FromUtf8Error| String::from_utf8_lossy(e.as_bytes()).into_owned();
+        let user = decode_userinfo(url.username()).unwrap_or_else(lossy);
+        let pass = decode_userinfo(url.password().unwrap_or("")).unwrap_or_else(lossy);
         Some(format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
@@ -108,27 +112,6 @@ pub(crate) fn parse_url(raw: &str) -> Result<Target> {
         resource,
         basic_auth,
     })
-}
-
-fn percent_decode(s: &str) -> String {
-    fn hex(b: u8) -> Option<u8> {
-        (b as char).to_digit(16).map(|d| d as u8)
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// What a credentials provider is asked for.

@@ -88,6 +88,7 @@ pub use http::MAX_CONNECT_HEAD;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::transport::connect_tcp;
+use crate::userinfo::decode_userinfo;
 use std::fmt;
 use tether_proto::redact::REDACTED;
 use tokio::net::TcpStream;
@@ -241,10 +242,10 @@ impl Proxy {
             ("", None) => None,
             (_, None) => return Err(invalid("a user name without a password")),
             (user, Some(pass)) => {
-                let user = percent_decode(user)
-                    .ok_or_else(|| invalid("the user name is not UTF-8 once decoded"))?;
-                let pass = percent_decode(pass)
-                    .ok_or_else(|| invalid("the password is not UTF-8 once decoded"))?;
+                let user = decode_userinfo(user)
+                    .map_err(|_| invalid("the user name is not UTF-8 once decoded"))?;
+                let pass = decode_userinfo(pass)
+                    .map_err(|_| invalid("the password is not UTF-8 once decoded"))?;
                 Some((user, pass))
             }
         };
@@ -313,26 +314,6 @@ fn authority(host: &str, port: u16) -> String {
     } else {
         format!("{host}:{port}")
     }
-}
-
-/// Strict percent-decoding: `None` when the result is not UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = |c: u8| (c as char).to_digit(16);
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8(out).ok()
 }
 
 // --- Choosing a proxy ------------------------------------------------------
