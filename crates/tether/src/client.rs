@@ -404,9 +404,9 @@ impl ClientBuilder {
         self
     }
 
-    /// Opens the connection: resolves the host, tries each address in turn,
-    /// performs the TLS handshake for `wss://`, then the upgrade, all within
-    /// the open timeout.
+    /// Opens the connection: resolves the host, races its addresses (Happy
+    /// Eyeballs, RFC 8305), performs the TLS handshake for `wss://`, then
+    /// the upgrade, all within the open timeout.
     ///
     /// # Errors
     /// [`ErrorKind::InvalidUrl`], [`ErrorKind::Dns`], [`ErrorKind::Connect`]
