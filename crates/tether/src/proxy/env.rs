@@ -1,6 +1,12 @@
 //! Which proxy the environment chooses: `no_proxy`, then `ws_proxy` or
 //! `wss_proxy`, `socks_proxy`, `https_proxy`, `http_proxy` and `all_proxy`
 //! (the rules are in the documentation of [`crate::proxy`]).
+//!
+//! CIDR blocks in `no_proxy` are matched by [`cidr_contains`], not with the
+//! `ipnet` crate: ipnet would do the same (parse `net/bits`, test
+//! containment, no match across families) but adds a dependency for what
+//! is here fifteen lines of masking, tested at /0, /8, /24, over-long
+//! prefixes and mixed families.
 
 use super::{Proxy, ProxyScheme};
 use crate::error::{Error, ErrorKind, Result};
@@ -200,6 +206,7 @@ fn split_port(entry: &str) -> (&str, Option<u16>) {
     }
 }
 
+/// Whether `ip` is in the block `net/bits` (IPv4 or IPv6, same family).
 fn cidr_contains(net: &str, bits: &str, ip: IpAddr) -> bool {
     let (Ok(net), Ok(bits)) = (net.parse::<IpAddr>(), bits.parse::<u32>()) else {
         return false;
