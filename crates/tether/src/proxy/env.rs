@@ -261,24 +261,33 @@ mod tests {
             .collect()
     }
 
+    /// Checks that `url` takes the variables of `order` (from [`ALL`]) one
+    /// after the other, as each is removed; returns the removed names.
+    fn assert_order(url: &str, order: &[&'static str]) -> Vec<&'static str> {
+        let mut gone = vec![];
+        for var in order {
+            let (_, value) = ALL.iter().find(|(k, _)| k == var).unwrap();
+            assert_eq!(
+                chosen(url, &without(&gone)).as_deref(),
+                Some(*value),
+                "{var}"
+            );
+            gone.push(*var);
+        }
+        gone
+    }
+
     #[test]
     fn order_for_ws_is_ws_socks_https_http_all() {
         let url = "ws://example.com/";
-        let mut gone = vec![];
-        for (var, expected) in [
-            ("ws_proxy", "http://ws-proxy"),
-            ("socks_proxy", "socks5://socks-proxy"),
-            ("https_proxy", "http://https-proxy"),
-            ("http_proxy", "http://http-proxy"),
-            ("all_proxy", "http://all-proxy"),
-        ] {
-            assert_eq!(
-                chosen(url, &without(&gone)).as_deref(),
-                Some(expected),
-                "{var}"
-            );
-            gone.push(var);
-        }
+        let order = [
+            "ws_proxy",
+            "socks_proxy",
+            "https_proxy",
+            "http_proxy",
+            "all_proxy",
+        ];
+        let mut gone = assert_order(url, &order);
         gone.push("wss_proxy");
         assert_eq!(chosen(url, &without(&gone)), None);
     }
@@ -286,20 +295,10 @@ mod tests {
     #[test]
     fn order_for_wss_is_wss_socks_https_all_never_http() {
         let url = "wss://example.com/";
-        let mut gone = vec![];
-        for (var, expected) in [
-            ("wss_proxy", "http://wss-proxy"),
-            ("socks_proxy", "socks5://socks-proxy"),
-            ("https_proxy", "http://https-proxy"),
-            ("all_proxy", "http://all-proxy"),
-        ] {
-            assert_eq!(
-                chosen(url, &without(&gone)).as_deref(),
-                Some(expected),
-                "{var}"
-            );
-            gone.push(var);
-        }
+        let gone = assert_order(
+            url,
+            &["wss_proxy", "socks_proxy", "https_proxy", "all_proxy"],
+        );
         // http_proxy and ws_proxy are left: neither applies to wss://.
         assert_eq!(chosen(url, &without(&gone)), None);
     }
