@@ -3,6 +3,7 @@
 use crate::error::{BoxError, Error, ErrorKind, Result};
 use crate::socket::{mask_source, WebSocket, WebSocketConfig};
 use crate::transport::Stream;
+use crate::userinfo::decode_userinfo;
 use base64::Engine as _;
 use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -13,7 +14,6 @@ use std::time::Duration;
 use tether_proto::handshake::{ClientHandshake, ClientRequest, Progress, Response, USER_AGENT};
 use tether_proto::Connection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Opens a WebSocket connection to `url` with the default settings.
 ///
@@ -81,8 +81,11 @@ pub(crate) fn parse_url(raw: &str) -> Result<Target> {
         resource.push_str(q);
     }
     let basic_auth = if !url.username().is_empty() || url.password().is_some() {
-        let user = percent_decode(url.username());
-        let pass = percent_decode(url.password().unwrap_or(""));
+        // Invalid UTF-8 is sent as U+FFFD rather than refused.
+        let lossy =
+            |e: std::string::FromUtf8Error| String::from_utf8_lossy(e.as_bytes()).into_owned();
+        let user = decode_userinfo(url.username()).unwrap_or_else(lossy);
+        let pass = decode_userinfo(url.password().unwrap_or("")).unwrap_or_else(lossy);
         Some(format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
@@ -98,27 +101,6 @@ pub(crate) fn parse_url(raw: &str) -> Result<Target> {
         resource,
         basic_auth,
     })
-}
-
-fn percent_decode(s: &str) -> String {
-    fn hex(b: u8) -> Option<u8> {
-        (b as char).to_digit(16).map(|d| d as u8)
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// What a credentials provider is asked for.
@@ -344,9 +326,9 @@ impl ClientBuilder {
 
     crate::socket::socket_setters!();
 
-    /// Opens the connection: resolves the host, tries each address in turn,
-    /// performs the TLS handshake for `wss://`, then the upgrade, all within
-    /// the open timeout.
+    /// Opens the connection: resolves the host, races its addresses (Happy
+    /// Eyeballs, RFC 8305), performs the TLS handshake for `wss://`, then
+    /// the upgrade, all within the open timeout.
     ///
     /// # Errors
     /// [`ErrorKind::InvalidUrl`], [`ErrorKind::Dns`], [`ErrorKind::Connect`]
@@ -604,35 +586,6 @@ fn same_origin(a: &str, b: &str) -> Option<bool> {
             && a.host_str() == b.host_str()
             && a.port_or_known_default() == b.port_or_known_default(),
     )
-}
-
-/// Resolves `host` and tries every address in turn; sets TCP_NODELAY.
-pub(crate) async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream> {
-    let addrs: Vec<_> = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| {
-            Error::io(ErrorKind::Dns, e).with_message(format!("could not resolve {host}"))
-        })?
-        .collect();
-    if addrs.is_empty() {
-        return Err(Error::msg(ErrorKind::Dns, format!("{host} has no address")));
-    }
-    let mut last = None;
-    for addr in addrs {
-        match TcpStream::connect(addr).await {
-            Ok(s) => {
-                let _ = s.set_nodelay(true);
-                return Ok(s);
-            }
-            Err(e) => {
-                tracing::debug!(%addr, error = %e, "TCP connect failed");
-                last = Some(e);
-            }
-        }
-    }
-    let e = last.expect("at least one address");
-    Err(Error::io(ErrorKind::Connect, e)
-        .with_message(format!("could not connect to {host}:{port}")))
 }
 
 /// TLS options of the client (feature `tls`, on by default): thin calls into

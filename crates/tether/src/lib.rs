@@ -49,6 +49,7 @@ mod server;
 mod socket;
 mod tls;
 mod transport;
+mod userinfo;
 
 pub use client::{connect, ClientBuilder, CredentialsRequest};
 pub use error::{BoxError, Error, ErrorKind, Initiator, Result};

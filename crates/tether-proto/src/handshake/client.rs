@@ -1,13 +1,11 @@
 //! The client side of the opening handshake (RFC 6455 §4.1).
 
-use super::{
-    accept_key, header_has_token, scan_head, to_header_map, Response, MAX_BODY_KEPT, MAX_HEADERS,
-};
+use super::{accept_key, header_has_token, Response, ResponseProgress, ResponseReader};
 use crate::connection::Negotiated;
 use crate::error::HandshakeError;
 use crate::redact::RedactedHeaders;
 use base64::Engine;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use http::HeaderMap;
 use std::fmt;
 
@@ -72,17 +70,6 @@ pub struct Accepted {
     pub leftover: Bytes,
 }
 
-#[derive(Debug)]
-enum Phase {
-    Head,
-    Body {
-        head: Response,
-        remaining: Option<usize>,
-        chunked: bool,
-    },
-    Done,
-}
-
 /// The client side of the handshake: build the request, then check the
 /// response.
 ///
@@ -101,14 +88,13 @@ pub struct ClientHandshake {
     expected_accept: String,
     subprotocols: Vec<String>,
     compression: Option<crate::deflate::DeflateConfig>,
-    buf: BytesMut,
-    phase: Phase,
+    reader: ResponseReader,
 }
 
 impl fmt::Debug for ClientHandshake {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientHandshake")
-            .field("phase", &self.phase)
+            .field("reader", &self.reader)
             .finish_non_exhaustive()
     }
 }
@@ -165,8 +151,7 @@ impl ClientHandshake {
             expected_accept: accept_key(&key),
             subprotocols: req.subprotocols.clone(),
             compression: req.compression,
-            buf: BytesMut::new(),
-            phase: Phase::Head,
+            reader: ResponseReader::new(),
         }
     }
 
@@ -180,11 +165,11 @@ impl ClientHandshake {
     ///
     /// # Errors
     /// [`HandshakeError::Status`] for a status other than 101, once its body
-    /// (up to [`MAX_BODY_KEPT`] bytes) has arrived; other variants for an
-    /// invalid or malformed response.
+    /// (up to [`MAX_BODY_KEPT`](super::MAX_BODY_KEPT) bytes) has arrived;
+    /// other variants for an invalid or malformed response.
     pub fn receive(&mut self, data: &[u8]) -> Result<Progress, HandshakeError> {
-        self.buf.extend_from_slice(data);
-        self.advance()
+        let progress = self.reader.receive(data)?;
+        self.advance(progress)
     }
 
     /// Tells the handshake that the transport reached EOF.
@@ -193,92 +178,21 @@ impl ClientHandshake {
     /// [`HandshakeError::Status`] if a refusal's body was being read (EOF
     /// ends it); [`HandshakeError::UnexpectedEof`] otherwise.
     pub fn receive_eof(&mut self) -> Result<Progress, HandshakeError> {
-        match std::mem::replace(&mut self.phase, Phase::Done) {
-            Phase::Body {
-                mut head, chunked, ..
-            } => {
-                head.body = finish_body(&self.buf, chunked);
-                Err(HandshakeError::Status(Box::new(head)))
-            }
-            _ => Err(HandshakeError::UnexpectedEof),
-        }
+        let progress = self.reader.receive_eof()?;
+        self.advance(progress)
     }
 
-    fn advance(&mut self) -> Result<Progress, HandshakeError> {
-        if let Phase::Head = self.phase {
-            let Some(head_len) = scan_head(&self.buf)? else {
-                return Ok(Progress::NeedMore);
-            };
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut resp = httparse::Response::new(&mut headers);
-            match resp.parse(&self.buf[..head_len]) {
-                Ok(httparse::Status::Complete(_)) => {}
-                Ok(httparse::Status::Partial) => {
-                    return Err(HandshakeError::Malformed("incomplete response head".into()))
-                }
-                Err(e) => return Err(HandshakeError::Malformed(e.to_string())),
+    fn advance(&mut self, progress: ResponseProgress) -> Result<Progress, HandshakeError> {
+        match progress {
+            ResponseProgress::NeedMore => Ok(Progress::NeedMore),
+            ResponseProgress::Head(head) if head.status == 101 => self.validate(head),
+            // A refusal: its body is kept for the error.
+            ResponseProgress::Head(head) => {
+                let progress = self.reader.read_body(head);
+                self.advance(progress)
             }
-            let response = Response {
-                status: resp.code.unwrap_or(0),
-                reason: resp.reason.unwrap_or("").to_string(),
-                headers: to_header_map(resp.headers)?,
-                body: Bytes::new(),
-            };
-            if resp.version != Some(1) {
-                return Err(HandshakeError::Malformed("response is not HTTP/1.1".into()));
-            }
-            self.buf.advance(head_len);
-            if response.status == 101 {
-                self.phase = Phase::Done;
-                return self.validate(response);
-            }
-            let chunked = header_has_token(&response.headers, "transfer-encoding", "chunked");
-            let remaining = if chunked {
-                None
-            } else {
-                response
-                    .header_str("content-length")
-                    .and_then(|v| v.trim().parse::<usize>().ok())
-            };
-            self.phase = Phase::Body {
-                head: response,
-                remaining,
-                chunked,
-            };
+            ResponseProgress::Complete(refusal) => Err(HandshakeError::Status(Box::new(refusal))),
         }
-        if let Phase::Body {
-            remaining, chunked, ..
-        } = &self.phase
-        {
-            // The body is complete when its length is known and reached,
-            // when a chunked body's last chunk arrived, or at the cap.
-            let done = match remaining {
-                Some(n) => self.buf.len() >= *n,
-                None if *chunked => {
-                    find(&self.buf, b"\r\n0\r\n\r\n").is_some()
-                        || self.buf.starts_with(b"0\r\n\r\n")
-                }
-                None => false,
-            } || self.buf.len() >= MAX_BODY_KEPT;
-            if done {
-                let chunked = *chunked;
-                let Phase::Body {
-                    mut head,
-                    remaining,
-                    ..
-                } = std::mem::replace(&mut self.phase, Phase::Done)
-                else {
-                    unreachable!()
-                };
-                let body = &self.buf[..remaining.unwrap_or(usize::MAX).min(self.buf.len())];
-                head.body = finish_body(body, chunked);
-                return Err(HandshakeError::Status(Box::new(head)));
-            }
-            return Ok(Progress::NeedMore);
-        }
-        Err(HandshakeError::Malformed(
-            "handshake already finished".into(),
-        ))
     }
 
     /// RFC 6455 §4.1, the client's checks of a 101 response.
@@ -339,7 +253,7 @@ impl ClientHandshake {
             }
             _ => return Err(HandshakeError::InvalidHeader("Sec-WebSocket-Protocol")),
         };
-        let leftover = self.buf.split().freeze();
+        let leftover = self.reader.take_leftover();
         Ok(Progress::Done(Box::new(Accepted {
             response,
             subprotocol,
@@ -364,39 +278,6 @@ fn is_reserved(name: &str) -> bool {
     ]
     .iter()
     .any(|r| name.eq_ignore_ascii_case(r))
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Keeps at most [`MAX_BODY_KEPT`] bytes, decoding chunked encoding when it
-/// parses (otherwise the raw bytes are kept).
-fn finish_body(raw: &[u8], chunked: bool) -> Bytes {
-    let raw = &raw[..raw.len().min(MAX_BODY_KEPT)];
-    if chunked {
-        let mut out = Vec::new();
-        let mut rest = raw;
-        while let Some(nl) = find(rest, b"\r\n") {
-            let size_str = std::str::from_utf8(&rest[..nl]).unwrap_or("");
-            let size_str = size_str.split(';').next().unwrap_or("").trim();
-            let Ok(size) = usize::from_str_radix(size_str, 16) else {
-                break;
-            };
-            rest = &rest[nl + 2..];
-            if size == 0 {
-                break;
-            }
-            let take = size.min(rest.len());
-            out.extend_from_slice(&rest[..take]);
-            rest = &rest[take..];
-            if rest.starts_with(b"\r\n") {
-                rest = &rest[2..];
-            }
-        }
-        return Bytes::from(out);
-    }
-    Bytes::copy_from_slice(raw)
 }
 
 #[cfg(test)]

@@ -2,9 +2,11 @@
 //! responses, built and checked without I/O.
 
 mod client;
+mod response;
 mod server;
 
 pub use client::{Accepted, ClientHandshake, ClientRequest, Progress, USER_AGENT};
+pub use response::{ResponseProgress, ResponseReader};
 pub use server::{ClientOffer, ServerHandshake};
 
 use crate::error::HandshakeError;

@@ -1,0 +1,32 @@
+//! Credentials in URLs: the percent-encoded `user:password@` of a `ws://`
+//! URL (sent as HTTP Basic) or of a proxy URL (Basic or SOCKS5).
+
+use std::string::FromUtf8Error;
+
+/// Percent-decodes a user name or a password taken from a URL's userinfo
+/// (RFC 3986 §3.2.1, §2.1). A `%` not followed by two hex digits stays as
+/// it is.
+///
+/// # Errors
+/// When the decoded bytes are not UTF-8; the error holds them, for a caller
+/// that decodes them lossily instead of refusing them.
+pub(crate) fn decode_userinfo(part: &str) -> Result<String, FromUtf8Error> {
+    String::from_utf8(percent_encoding::percent_decode_str(part).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_escapes_and_keeps_stray_percents() {
+        assert_eq!(decode_userinfo("al%40ice").unwrap(), "al@ice");
+        assert_eq!(decode_userinfo("p%3Ass%3a").unwrap(), "p:ss:");
+        assert_eq!(decode_userinfo("%E2%82%AC").unwrap(), "\u{20ac}");
+        assert_eq!(decode_userinfo("100%").unwrap(), "100%");
+        assert_eq!(decode_userinfo("%4").unwrap(), "%4");
+        assert_eq!(decode_userinfo("%zz%41").unwrap(), "%zzA");
+        let e = decode_userinfo("u%ffv").unwrap_err();
+        assert_eq!(String::from_utf8_lossy(e.as_bytes()), "u\u{fffd}v");
+    }
+}
