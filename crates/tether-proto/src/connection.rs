@@ -13,7 +13,7 @@
 //! code is already queued, and every later call returns the same error.
 
 use crate::close::{CloseCode, CloseFrame, MAX_REASON_LEN};
-use crate::config::Config;
+use crate::config::ConnectionConfig;
 use crate::deflate::{DeflateParams, Deflater, Inflater};
 use crate::error::{Error, ProtocolError};
 use crate::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
@@ -96,7 +96,7 @@ struct Fragmented {
 pub struct Connection {
     role: Role,
     state: State,
-    config: Config,
+    config: ConnectionConfig,
     negotiated: Negotiated,
     read_buf: BytesMut,
     current: Option<CurrentFrame>,
@@ -128,16 +128,16 @@ const READ_CHUNK: usize = 16 * 1024;
 
 impl Connection {
     /// A server-side connection.
-    pub fn server(config: Config) -> Self {
+    pub fn server(config: ConnectionConfig) -> Self {
         Self::new(Role::Server, config, None)
     }
 
     /// A client-side connection that masks frames with keys from `mask`.
-    pub fn client(config: Config, mask: Box<dyn MaskSource>) -> Self {
+    pub fn client(config: ConnectionConfig, mask: Box<dyn MaskSource>) -> Self {
         Self::new(Role::Client, config, Some(mask))
     }
 
-    fn new(role: Role, config: Config, mask: Option<Box<dyn MaskSource>>) -> Self {
+    fn new(role: Role, config: ConnectionConfig, mask: Option<Box<dyn MaskSource>>) -> Self {
         Connection {
             role,
             state: State::Open,
@@ -199,7 +199,7 @@ impl Connection {
     }
 
     /// The configuration.
-    pub fn config(&self) -> &Config {
+    pub fn config(&self) -> &ConnectionConfig {
         &self.config
     }
 

@@ -7,9 +7,9 @@
 //! tests) can drive it the same way:
 //!
 //! ```
-//! use tether_proto::{Config, Connection, Message};
+//! use tether_proto::{Connection, ConnectionConfig, Message};
 //! // A server connection fed a masked client frame: "Hi".
-//! let mut server = Connection::server(Config::default());
+//! let mut server = Connection::server(ConnectionConfig::default());
 //! server.receive(&[0x81, 0x82, 1, 2, 3, 4, b'H' ^ 1, b'i' ^ 2]);
 //! assert_eq!(server.next_event().unwrap(), Some(Message::text("Hi")));
 //! // Answer; the bytes to write wait in `transmit()`.
@@ -36,7 +36,7 @@ pub mod utf8;
 mod tests;
 
 pub use close::{CloseCode, CloseFrame};
-pub use config::Config;
+pub use config::ConnectionConfig;
 pub use connection::{Connection, MaskSource, Negotiated, Role, State};
 pub use error::{Error, ErrorKind, HandshakeError, ProtocolError};
 pub use message::{Message, Utf8Bytes};
