@@ -61,9 +61,6 @@ pub enum ProtocolError {
         /// The configured limit.
         limit: usize,
     },
-    /// Data arrived after the peer's close frame.
-    #[error("data after close frame")]
-    DataAfterClose,
     /// A compressed message could not be inflated (RFC 7692).
     #[error("permessage-deflate: {0}")]
     Deflate(&'static str),

@@ -70,11 +70,6 @@ impl Utf8Validator {
             Ok(())
         }
     }
-
-    /// True when no partial code point is pending.
-    pub fn is_complete(&self) -> bool {
-        self.carry_len == 0
-    }
 }
 
 /// The length of the sequence that a valid leading byte starts. Only called on

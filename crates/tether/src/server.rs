@@ -320,7 +320,6 @@ impl ServerBuilder {
             .local_addr()
             .map_err(|e| Error::io(ErrorKind::Io, e))?;
         let token = CancellationToken::new();
-        let close_timeout = self.config.close_timeout;
         let task = tokio::spawn(accept_loop(
             listener,
             Arc::new(self),
@@ -332,7 +331,6 @@ impl ServerBuilder {
             local_addr,
             token,
             task,
-            close_timeout,
         })
     }
 }
@@ -402,7 +400,6 @@ pub struct Server {
     local_addr: SocketAddr,
     token: CancellationToken,
     task: tokio::task::JoinHandle<()>,
-    close_timeout: Option<Duration>,
 }
 
 impl Server {
@@ -420,7 +417,6 @@ impl Server {
     /// Cancelling stops waiting; the shutdown goes on in the background.
     pub async fn shutdown(self) {
         self.token.cancel();
-        let _ = self.close_timeout;
         let _ = self.task.await;
     }
 
