@@ -448,15 +448,20 @@ impl Connection {
             return Ok(None);
         }
         self.fragmented = None;
-        let bytes = Bytes::from(buf);
-        if text {
-            if self.utf8.finish().is_err() {
-                return Err(self.fail_with(ProtocolError::InvalidUtf8));
-            }
-            Ok(Some(Message::Text(Utf8Bytes::from_validated(bytes))))
-        } else {
-            Ok(Some(Message::Binary(bytes)))
+        self.finish_message(text, Bytes::from(buf))
+    }
+
+    /// Turns the payload of a complete text or binary message (inflated, if
+    /// it was compressed) into the message. A text message must not end
+    /// inside a code point (RFC 6455 §8.1).
+    fn finish_message(&mut self, text: bool, payload: Bytes) -> Result<Option<Message>, Error> {
+        if !text {
+            return Ok(Some(Message::Binary(payload)));
         }
+        if self.utf8.finish().is_err() {
+            return Err(self.fail_with(ProtocolError::InvalidUtf8));
+        }
+        Ok(Some(Message::Text(Utf8Bytes::from_validated(payload))))
     }
 
     fn complete_frame(
@@ -469,41 +474,25 @@ impl Connection {
             return self.complete_compressed(h, &payload);
         }
         match h.opcode {
-            OpCode::Text | OpCode::Binary if h.fin => {
-                let bytes = payload.freeze();
-                if cur.text {
-                    if self.utf8.finish().is_err() {
-                        return Err(self.fail_with(ProtocolError::InvalidUtf8));
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+                // check_header let a continuation through only inside a
+                // fragmented message, and a first frame only outside one.
+                let (text, buf) = match self.fragmented.take() {
+                    Some(mut frag) => {
+                        frag.buf.extend_from_slice(&payload);
+                        (frag.text, frag.buf)
                     }
-                    Ok(Some(Message::Text(Utf8Bytes::from_validated(bytes))))
-                } else {
-                    Ok(Some(Message::Binary(bytes)))
-                }
-            }
-            OpCode::Text | OpCode::Binary => {
-                self.fragmented = Some(Fragmented {
-                    text: cur.text,
-                    buf: payload,
-                    compressed: None,
-                });
-                Ok(None)
-            }
-            OpCode::Continuation => {
-                let frag = self.fragmented.as_mut().expect("checked in check_header");
-                frag.buf.extend_from_slice(&payload);
+                    None => (cur.text, payload),
+                };
                 if !h.fin {
+                    self.fragmented = Some(Fragmented {
+                        text,
+                        buf,
+                        compressed: None,
+                    });
                     return Ok(None);
                 }
-                let frag = self.fragmented.take().expect("fragmented message");
-                let bytes = frag.buf.freeze();
-                if frag.text {
-                    if self.utf8.finish().is_err() {
-                        return Err(self.fail_with(ProtocolError::InvalidUtf8));
-                    }
-                    Ok(Some(Message::Text(Utf8Bytes::from_validated(bytes))))
-                } else {
-                    Ok(Some(Message::Binary(bytes)))
-                }
+                self.finish_message(text, buf.freeze())
             }
             OpCode::Ping => {
                 let data = payload.freeze();
