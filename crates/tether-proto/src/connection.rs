@@ -497,7 +497,7 @@ impl Connection {
             OpCode::Ping => {
                 let data = payload.freeze();
                 if self.config.auto_pong && self.close_sent.is_none() {
-                    self.write_frame(OpCode::Pong, &data, true);
+                    self.write_frame(OpCode::Pong, &data, true, false);
                 }
                 Ok(Some(Message::Ping(data)))
             }
@@ -581,11 +581,11 @@ impl Connection {
             Message::Binary(b) => self.write_data(OpCode::Binary, &b, fragment_size),
             Message::Ping(p) => {
                 check_control_len(&p)?;
-                self.write_frame(OpCode::Ping, &p, true);
+                self.write_frame(OpCode::Ping, &p, true, false);
             }
             Message::Pong(p) => {
                 check_control_len(&p)?;
-                self.write_frame(OpCode::Pong, &p, true);
+                self.write_frame(OpCode::Pong, &p, true, false);
             }
             Message::Close(frame) => return self.close_frame(frame),
         }
@@ -629,17 +629,17 @@ impl Connection {
     }
 
     fn queue_close(&mut self, frame: Option<CloseFrame>) {
-        let mut payload = [0u8; 125];
-        let n = match &frame {
+        // RFC 6455 §5.5.1: the code in network byte order, then the reason.
+        let payload = match &frame {
             Some(f) => {
-                payload[..2].copy_from_slice(&f.code.0.to_be_bytes());
-                let r = f.reason.as_bytes();
-                payload[2..2 + r.len()].copy_from_slice(r);
-                2 + r.len()
+                let mut p = BytesMut::with_capacity(2 + f.reason.len());
+                p.extend_from_slice(&f.code.0.to_be_bytes());
+                p.extend_from_slice(f.reason.as_bytes());
+                p.freeze()
             }
-            None => 0,
+            None => Bytes::new(),
         };
-        self.write_frame(OpCode::Close, &payload[..n], true);
+        self.write_frame(OpCode::Close, &payload, true, false);
         self.close_sent = Some(frame);
     }
 
@@ -652,63 +652,44 @@ impl Connection {
             _ => (data.clone(), false),
         };
         if data.len() <= fragment_size {
-            return self.write_frame_bytes(opcode, &data, true, rsv1);
+            return self.write_frame(opcode, &data, true, rsv1);
         }
         let mut rest = data;
         let mut op = opcode;
         while rest.len() > fragment_size {
             let part = rest.split_to(fragment_size);
-            self.write_frame_bytes(op, &part, false, rsv1);
+            self.write_frame(op, &part, false, rsv1);
             op = OpCode::Continuation;
             rsv1 = false;
         }
-        self.write_frame_bytes(op, &rest, true, rsv1);
+        self.write_frame(op, &rest, true, rsv1);
     }
 
-    fn header(
-        &mut self,
-        opcode: OpCode,
-        len: usize,
-        fin: bool,
-        rsv1: bool,
-    ) -> (FrameHeader, [u8; 4]) {
+    /// Queues one frame (RFC 6455 §5.2). A client masks the payload with a
+    /// fresh key (§5.3), which needs a copy; a server queues a large payload
+    /// without copying it.
+    fn write_frame(&mut self, opcode: OpCode, data: &Bytes, fin: bool, rsv1: bool) {
         let mask = self.mask.as_mut().map(|m| m.next_mask());
-        let h = FrameHeader {
+        let header = FrameHeader {
             fin,
             rsv: [rsv1, false, false],
             opcode,
             mask,
-            len: len as u64,
+            len: data.len() as u64,
         };
-        (h, mask.unwrap_or_default())
-    }
-
-    fn write_frame(&mut self, opcode: OpCode, data: &[u8], fin: bool) {
-        self.write_frame_rsv(opcode, data, fin, false)
-    }
-
-    fn write_frame_rsv(&mut self, opcode: OpCode, data: &[u8], fin: bool, rsv1: bool) {
-        let (h, key) = self.header(opcode, data.len(), fin, rsv1);
         let mut hb = [0u8; MAX_HEADER_LEN];
-        let n = h.encode(&mut hb);
-        self.out.reserve(n + data.len());
-        self.out.push_slice(&hb[..n]);
-        if h.mask.is_some() {
-            self.out.push_with(data, |b| apply_mask(b, key, 0));
-        } else {
-            self.out.push_slice(data);
+        let n = header.encode(&mut hb);
+        match mask {
+            Some(key) => {
+                self.out.reserve(n + data.len());
+                self.out.push_slice(&hb[..n]);
+                self.out.push_with(data, |b| apply_mask(b, key, 0));
+            }
+            None => {
+                self.out.push_slice(&hb[..n]);
+                self.out.push_bytes(data);
+            }
         }
-    }
-
-    fn write_frame_bytes(&mut self, opcode: OpCode, data: &Bytes, fin: bool, rsv1: bool) {
-        if self.role == Role::Client {
-            return self.write_frame_rsv(opcode, data, fin, rsv1);
-        }
-        let (h, _) = self.header(opcode, data.len(), fin, rsv1);
-        let mut hb = [0u8; MAX_HEADER_LEN];
-        let n = h.encode(&mut hb);
-        self.out.push_slice(&hb[..n]);
-        self.out.push_bytes(data);
     }
 
     /// The bytes waiting to be written. Write them with `chunks_vectored` and
