@@ -454,6 +454,10 @@ impl Connection {
     /// Turns the payload of a complete text or binary message (inflated, if
     /// it was compressed) into the message. A text message must not end
     /// inside a code point (RFC 6455 §8.1).
+    ///
+    /// For text, every byte of `payload` must have gone through `self.utf8`,
+    /// in order, since it was reset at the message's first frame.
+    #[allow(unsafe_code)]
     fn finish_message(&mut self, text: bool, payload: Bytes) -> Result<Option<Message>, Error> {
         if !text {
             return Ok(Some(Message::Binary(payload)));
@@ -461,7 +465,15 @@ impl Connection {
         if self.utf8.finish().is_err() {
             return Err(self.fail_with(ProtocolError::InvalidUtf8));
         }
-        Ok(Some(Message::Text(Utf8Bytes::from_validated(payload))))
+        // SAFETY: `self.utf8` was reset when the message's first (Text)
+        // frame header arrived (`next_event`), and was then fed every byte
+        // of `payload` in order: the unmasked payload of each frame as it
+        // arrived (`next_event`), or, for a compressed message, everything
+        // inflated (`complete_compressed`). `feed` rejects any prefix that
+        // cannot become valid UTF-8 and `finish` a message that ends inside
+        // a code point, so `payload` is valid UTF-8.
+        let text = unsafe { Utf8Bytes::from_validated(payload) };
+        Ok(Some(Message::Text(text)))
     }
 
     fn complete_frame(

@@ -27,19 +27,25 @@ impl Utf8Bytes {
         Ok(Utf8Bytes(bytes))
     }
 
-    /// Wraps bytes that the caller has already validated.
-    pub(crate) fn from_validated(bytes: Bytes) -> Self {
+    /// Wraps bytes that the caller has already validated, without checking
+    /// them again (in release builds).
+    ///
+    /// # Safety
+    /// `bytes` must be valid UTF-8: [`Utf8Bytes::as_str`] hands them out as
+    /// a `str` without checking.
+    #[allow(unsafe_code)]
+    pub(crate) unsafe fn from_validated(bytes: Bytes) -> Self {
         debug_assert!(std::str::from_utf8(&bytes).is_ok());
         Utf8Bytes(bytes)
     }
 
     /// The string.
+    #[allow(unsafe_code)]
     pub fn as_str(&self) -> &str {
         // SAFETY: every constructor either takes a `str`/`String`, validates
-        // with `std::str::from_utf8` (`try_from_bytes`), or is
-        // `from_validated`, which is only called on bytes that passed the
-        // connection's UTF-8 validator (checked again in debug builds). The
-        // bytes are immutable afterwards.
+        // with `std::str::from_utf8` (`try_from_bytes`), or is the unsafe
+        // `from_validated`, whose caller guarantees valid UTF-8. The bytes
+        // are immutable afterwards.
         unsafe { std::str::from_utf8_unchecked(&self.0) }
     }
 

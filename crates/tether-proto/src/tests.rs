@@ -239,6 +239,54 @@ fn test_utf8_split_across_fragments_is_valid() {
     assert_eq!(msgs, vec![Message::text("€")]);
 }
 
+/// Every way a text message reaches `Utf8Bytes::from_validated` (one
+/// frame, fragments, compressed in one frame or in fragments) yields the
+/// string sent, with code points split across frames and reads, and binary
+/// data in between that is not UTF-8.
+#[test]
+fn test_validated_text_paths_yield_the_text_sent() {
+    let text = "aé€𝄞".repeat(40);
+    let not_utf8 = Message::binary(vec![0xff, 0xc3]);
+    for compressed in [false, true] {
+        for fragment in [1, 2, 3, 5, 7, 1000] {
+            let (mut c, mut s) = if compressed {
+                deflate_pair(deflate::DeflateParams::default())
+            } else {
+                (
+                    Connection::client(ConnectionConfig::default(), fixed_mask()),
+                    Connection::server(ConnectionConfig::default()),
+                )
+            };
+            for _ in 0..2 {
+                c.send_fragmented(Message::text(text.as_str()), fragment)
+                    .unwrap();
+                c.send(not_utf8.clone()).unwrap();
+            }
+            let bytes = drain(&mut c);
+            assert_eq!(bytes[0] & 0x40 != 0, compressed, "RSV1 of the first frame");
+            let mut got = Vec::new();
+            for chunk in bytes.chunks(3) {
+                s.receive(chunk);
+                while let Some(m) = s.next_event().unwrap() {
+                    got.push(m);
+                }
+            }
+            let what = format!("compressed {compressed}, fragments of {fragment}");
+            assert_eq!(got.len(), 4, "{what}");
+            for pair in got.chunks(2) {
+                match &pair[0] {
+                    Message::Text(t) => {
+                        assert_eq!(t.as_str(), text, "{what}");
+                        assert_eq!(t.as_bytes(), text.as_bytes(), "{what}");
+                    }
+                    other => panic!("{what}: {other:?}"),
+                }
+                assert_eq!(pair[1], not_utf8, "{what}");
+            }
+        }
+    }
+}
+
 #[test]
 fn test_text_ending_mid_code_point_fails() {
     let euro = "€".as_bytes();
