@@ -18,9 +18,9 @@ use crate::deflate::{DeflateParams, Deflater, Inflater};
 use crate::error::{Error, ProtocolError};
 use crate::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use crate::mask::apply_mask;
-use crate::message::{Message, Utf8Bytes};
+use crate::message::Message;
 use crate::outgoing::Outgoing;
-use crate::utf8::Utf8Validator;
+use crate::utf8::{Utf8Bytes, Utf8Validator};
 use bytes::{Buf, Bytes, BytesMut};
 
 /// Which end of the connection this is.

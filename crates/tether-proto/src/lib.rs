@@ -42,4 +42,5 @@ pub use close::{CloseCode, CloseFrame};
 pub use config::ConnectionConfig;
 pub use connection::{Connection, MaskSource, Negotiated, Role, State};
 pub use error::{Error, ErrorKind, HandshakeError, ProtocolError};
-pub use message::{Message, Utf8Bytes};
+pub use message::Message;
+pub use utf8::Utf8Bytes;
