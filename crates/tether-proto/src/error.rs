@@ -1,7 +1,7 @@
 //! Errors of the protocol core.
 
 use crate::close::CloseCode;
-use crate::handshake::Response;
+use crate::http_message::Response;
 use std::fmt;
 
 /// A violation of RFC 6455 by the peer, or a limit it crossed. Each maps to

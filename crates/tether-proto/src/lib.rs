@@ -29,6 +29,7 @@ pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+mod http_message;
 pub mod mask;
 pub mod message;
 pub mod outgoing;
