@@ -1,6 +1,6 @@
 //! `tether connect`: the interactive (or scripted) client.
 
-use crate::output::Out;
+use crate::output::{chain, Out};
 use crate::{
     parse_duration, socket_config, Limits, Secs, EXIT_ERROR, EXIT_EXHAUSTED, EXIT_HTTP,
     EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,
@@ -119,7 +119,7 @@ fn describe(e: &Error, credentials: &[String]) -> String {
     let by_server = |e: &Error| e.is_auth_refused() && !e.is_proxy();
     let refused = by_server(e) || e.last_error().is_some_and(by_server);
     if !refused {
-        return e.to_string();
+        return chain(e);
     }
     let sent = if credentials.is_empty() {
         "no credentials were sent (add one with --header 'Authorization: ...')".to_string()
@@ -130,7 +130,7 @@ fn describe(e: &Error, credentials: &[String]) -> String {
             .collect();
         format!("check the credentials: sent {}", list.join(", "))
     };
-    format!("{e}; {sent}")
+    format!("{}; {sent}", chain(e))
 }
 
 pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
@@ -164,7 +164,7 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
         }
         builder = match builder.header(name, value.trim()) {
             Ok(b) => b,
-            Err(e) => return usage(e.to_string()),
+            Err(e) => return usage(chain(&e)),
         };
     }
     for p in &args.subprotocol {
@@ -184,7 +184,7 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
     if let Some(ca) = &args.ca {
         builder = match builder.add_root_certificate_pem_file(ca) {
             Ok(b) => b,
-            Err(e) => return usage(e.to_string()),
+            Err(e) => return usage(chain(&e)),
         };
     }
     if args.insecure {
@@ -278,7 +278,7 @@ async fn run_once(
             line = stdin.next_line(), if stdin_open => match line {
                 Ok(Some(line)) => {
                     if let Err(e) = ws.send(Message::text(line.as_str())).await {
-                        out.fatal(&e.to_string(), None, false);
+                        out.fatal(&chain(&e), None, false);
                         return ExitCode::from(EXIT_ERROR);
                     }
                     out.sent(&line);
@@ -303,7 +303,7 @@ async fn run_once(
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
-                    out.fatal(&e.to_string(), None, false);
+                    out.fatal(&chain(&e), None, false);
                     return ExitCode::from(EXIT_ERROR);
                 }
                 None => break,

@@ -11,6 +11,7 @@
 //! - next request: 401, the token expired; after one refresh, 401 again:
 //!   the token was revoked. The client stops, and says why.
 
+use crate::output::chain;
 use clap::Args;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -180,9 +181,9 @@ pub(crate) async fn run(_args: DemoArgs) -> ExitCode {
         if e.is_auth_refused() {
             seen.lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .stopped_on_401 = Some(e.to_string());
+                .stopped_on_401 = Some(chain(&**e));
         }
-        narrator.say(&format!("client: stopped for good: {e}"));
+        narrator.say(&format!("client: stopped for good: {}", chain(&**e)));
         narrator.say(
             "client: a retry cannot fix refused credentials, so tether stops at once and says so.",
         );
@@ -366,7 +367,7 @@ async fn run_server(addr: std::net::SocketAddr, n: Arc<Narrator>, seen: Arc<Mute
         .await;
     match served {
         Ok(mut s) => s.wait().await,
-        Err(e) => n.say(&format!("server: could not listen: {e}")),
+        Err(e) => n.say(&format!("server: could not listen: {}", chain(&e))),
     }
 }
 

@@ -7,6 +7,22 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 use tether::Message;
 
+/// An error and its causes, `": "`-separated. A library error's `Display`
+/// shows one level (its cause is its `source()`), and a person needs all of
+/// them. A cause whose text the line already ends with is not repeated.
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !text.is_empty() && !line.ends_with(&text) {
+            line = format!("{line}: {text}");
+        }
+        cause = c.source();
+    }
+    line
+}
+
 /// Where events go and in which format.
 pub(crate) struct Out {
     json: bool,

@@ -1,5 +1,6 @@
 //! `tether serve`: an echo or broadcast server.
 
+use crate::output::chain;
 use crate::{socket_config, Limits, EXIT_ERROR, EXIT_USAGE};
 use clap::Args;
 use std::collections::HashMap;
@@ -43,7 +44,7 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
         builder = match builder.tls_pem(cert, key) {
             Ok(b) => b,
             Err(e) => {
-                eprintln!("tether: {e}");
+                eprintln!("tether: {}", chain(&e));
                 return ExitCode::from(EXIT_USAGE);
             }
         };
@@ -75,7 +76,7 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
     let server = match server {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("tether: {e}");
+            eprintln!("tether: {}", chain(&e));
             return ExitCode::from(EXIT_ERROR);
         }
     };

@@ -1,6 +1,6 @@
 //! Close codes and close frames (RFC 6455 §5.5.1, §7.4).
 
-use crate::message::Utf8Bytes;
+use crate::utf8::Utf8Bytes;
 use std::fmt;
 
 /// A WebSocket close status code.

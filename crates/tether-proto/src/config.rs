@@ -4,7 +4,7 @@
 /// defaults as Python `websockets`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Config {
+pub struct ConnectionConfig {
     /// The largest message accepted, in bytes (default 1 MiB). A message over
     /// the limit fails the connection with close code 1009 as soon as a frame
     /// header reveals it, before its payload is buffered. `usize::MAX`
@@ -25,9 +25,9 @@ pub struct Config {
     pub compression: Option<crate::deflate::DeflateConfig>,
 }
 
-impl Default for Config {
+impl Default for ConnectionConfig {
     fn default() -> Self {
-        Config {
+        ConnectionConfig {
             max_message_size: 1 << 20,
             max_frame_size: 1 << 20,
             max_send_frame_size: usize::MAX,
@@ -37,7 +37,7 @@ impl Default for Config {
     }
 }
 
-impl Config {
+impl ConnectionConfig {
     /// Sets the message size limit, and the frame limit with it if that was
     /// larger.
     #[must_use]

@@ -13,14 +13,14 @@
 //! code is already queued, and every later call returns the same error.
 
 use crate::close::{CloseCode, CloseFrame, MAX_REASON_LEN};
-use crate::config::Config;
+use crate::config::ConnectionConfig;
 use crate::deflate::{DeflateParams, Deflater, Inflater};
 use crate::error::{Error, ProtocolError};
 use crate::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use crate::mask::apply_mask;
-use crate::message::{Message, Utf8Bytes};
+use crate::message::Message;
 use crate::outgoing::Outgoing;
-use crate::utf8::Utf8Validator;
+use crate::utf8::{Utf8Bytes, Utf8Validator};
 use bytes::{Buf, Bytes, BytesMut};
 
 /// Which end of the connection this is.
@@ -96,7 +96,7 @@ struct Fragmented {
 pub struct Connection {
     role: Role,
     state: State,
-    config: Config,
+    config: ConnectionConfig,
     negotiated: Negotiated,
     read_buf: BytesMut,
     current: Option<CurrentFrame>,
@@ -128,16 +128,16 @@ const READ_CHUNK: usize = 16 * 1024;
 
 impl Connection {
     /// A server-side connection.
-    pub fn server(config: Config) -> Self {
+    pub fn server(config: ConnectionConfig) -> Self {
         Self::new(Role::Server, config, None)
     }
 
     /// A client-side connection that masks frames with keys from `mask`.
-    pub fn client(config: Config, mask: Box<dyn MaskSource>) -> Self {
+    pub fn client(config: ConnectionConfig, mask: Box<dyn MaskSource>) -> Self {
         Self::new(Role::Client, config, Some(mask))
     }
 
-    fn new(role: Role, config: Config, mask: Option<Box<dyn MaskSource>>) -> Self {
+    fn new(role: Role, config: ConnectionConfig, mask: Option<Box<dyn MaskSource>>) -> Self {
         Connection {
             role,
             state: State::Open,
@@ -199,7 +199,7 @@ impl Connection {
     }
 
     /// The configuration.
-    pub fn config(&self) -> &Config {
+    pub fn config(&self) -> &ConnectionConfig {
         &self.config
     }
 
@@ -448,15 +448,32 @@ impl Connection {
             return Ok(None);
         }
         self.fragmented = None;
-        let bytes = Bytes::from(buf);
-        if text {
-            if self.utf8.finish().is_err() {
-                return Err(self.fail_with(ProtocolError::InvalidUtf8));
-            }
-            Ok(Some(Message::Text(Utf8Bytes::from_validated(bytes))))
-        } else {
-            Ok(Some(Message::Binary(bytes)))
+        self.finish_message(text, Bytes::from(buf))
+    }
+
+    /// Turns the payload of a complete text or binary message (inflated, if
+    /// it was compressed) into the message. A text message must not end
+    /// inside a code point (RFC 6455 §8.1).
+    ///
+    /// For text, every byte of `payload` must have gone through `self.utf8`,
+    /// in order, since it was reset at the message's first frame.
+    #[allow(unsafe_code)]
+    fn finish_message(&mut self, text: bool, payload: Bytes) -> Result<Option<Message>, Error> {
+        if !text {
+            return Ok(Some(Message::Binary(payload)));
         }
+        if self.utf8.finish().is_err() {
+            return Err(self.fail_with(ProtocolError::InvalidUtf8));
+        }
+        // SAFETY: `self.utf8` was reset when the message's first (Text)
+        // frame header arrived (`next_event`), and was then fed every byte
+        // of `payload` in order: the unmasked payload of each frame as it
+        // arrived (`next_event`), or, for a compressed message, everything
+        // inflated (`complete_compressed`). `feed` rejects any prefix that
+        // cannot become valid UTF-8 and `finish` a message that ends inside
+        // a code point, so `payload` is valid UTF-8.
+        let text = unsafe { Utf8Bytes::from_validated(payload) };
+        Ok(Some(Message::Text(text)))
     }
 
     fn complete_frame(
@@ -469,46 +486,30 @@ impl Connection {
             return self.complete_compressed(h, &payload);
         }
         match h.opcode {
-            OpCode::Text | OpCode::Binary if h.fin => {
-                let bytes = payload.freeze();
-                if cur.text {
-                    if self.utf8.finish().is_err() {
-                        return Err(self.fail_with(ProtocolError::InvalidUtf8));
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+                // check_header let a continuation through only inside a
+                // fragmented message, and a first frame only outside one.
+                let (text, buf) = match self.fragmented.take() {
+                    Some(mut frag) => {
+                        frag.buf.extend_from_slice(&payload);
+                        (frag.text, frag.buf)
                     }
-                    Ok(Some(Message::Text(Utf8Bytes::from_validated(bytes))))
-                } else {
-                    Ok(Some(Message::Binary(bytes)))
-                }
-            }
-            OpCode::Text | OpCode::Binary => {
-                self.fragmented = Some(Fragmented {
-                    text: cur.text,
-                    buf: payload,
-                    compressed: None,
-                });
-                Ok(None)
-            }
-            OpCode::Continuation => {
-                let frag = self.fragmented.as_mut().expect("checked in check_header");
-                frag.buf.extend_from_slice(&payload);
+                    None => (cur.text, payload),
+                };
                 if !h.fin {
+                    self.fragmented = Some(Fragmented {
+                        text,
+                        buf,
+                        compressed: None,
+                    });
                     return Ok(None);
                 }
-                let frag = self.fragmented.take().expect("fragmented message");
-                let bytes = frag.buf.freeze();
-                if frag.text {
-                    if self.utf8.finish().is_err() {
-                        return Err(self.fail_with(ProtocolError::InvalidUtf8));
-                    }
-                    Ok(Some(Message::Text(Utf8Bytes::from_validated(bytes))))
-                } else {
-                    Ok(Some(Message::Binary(bytes)))
-                }
+                self.finish_message(text, buf.freeze())
             }
             OpCode::Ping => {
                 let data = payload.freeze();
                 if self.config.auto_pong && self.close_sent.is_none() {
-                    self.write_frame(OpCode::Pong, &data, true);
+                    self.write_frame(OpCode::Pong, &data, true, false);
                 }
                 Ok(Some(Message::Ping(data)))
             }
@@ -592,11 +593,11 @@ impl Connection {
             Message::Binary(b) => self.write_data(OpCode::Binary, &b, fragment_size),
             Message::Ping(p) => {
                 check_control_len(&p)?;
-                self.write_frame(OpCode::Ping, &p, true);
+                self.write_frame(OpCode::Ping, &p, true, false);
             }
             Message::Pong(p) => {
                 check_control_len(&p)?;
-                self.write_frame(OpCode::Pong, &p, true);
+                self.write_frame(OpCode::Pong, &p, true, false);
             }
             Message::Close(frame) => return self.close_frame(frame),
         }
@@ -640,17 +641,17 @@ impl Connection {
     }
 
     fn queue_close(&mut self, frame: Option<CloseFrame>) {
-        let mut payload = [0u8; 125];
-        let n = match &frame {
+        // RFC 6455 §5.5.1: the code in network byte order, then the reason.
+        let payload = match &frame {
             Some(f) => {
-                payload[..2].copy_from_slice(&f.code.0.to_be_bytes());
-                let r = f.reason.as_bytes();
-                payload[2..2 + r.len()].copy_from_slice(r);
-                2 + r.len()
+                let mut p = BytesMut::with_capacity(2 + f.reason.len());
+                p.extend_from_slice(&f.code.0.to_be_bytes());
+                p.extend_from_slice(f.reason.as_bytes());
+                p.freeze()
             }
-            None => 0,
+            None => Bytes::new(),
         };
-        self.write_frame(OpCode::Close, &payload[..n], true);
+        self.write_frame(OpCode::Close, &payload, true, false);
         self.close_sent = Some(frame);
     }
 
@@ -663,63 +664,44 @@ impl Connection {
             _ => (data.clone(), false),
         };
         if data.len() <= fragment_size {
-            return self.write_frame_bytes(opcode, &data, true, rsv1);
+            return self.write_frame(opcode, &data, true, rsv1);
         }
         let mut rest = data;
         let mut op = opcode;
         while rest.len() > fragment_size {
             let part = rest.split_to(fragment_size);
-            self.write_frame_bytes(op, &part, false, rsv1);
+            self.write_frame(op, &part, false, rsv1);
             op = OpCode::Continuation;
             rsv1 = false;
         }
-        self.write_frame_bytes(op, &rest, true, rsv1);
+        self.write_frame(op, &rest, true, rsv1);
     }
 
-    fn header(
-        &mut self,
-        opcode: OpCode,
-        len: usize,
-        fin: bool,
-        rsv1: bool,
-    ) -> (FrameHeader, [u8; 4]) {
+    /// Queues one frame (RFC 6455 §5.2). A client masks the payload with a
+    /// fresh key (§5.3), which needs a copy; a server queues a large payload
+    /// without copying it.
+    fn write_frame(&mut self, opcode: OpCode, data: &Bytes, fin: bool, rsv1: bool) {
         let mask = self.mask.as_mut().map(|m| m.next_mask());
-        let h = FrameHeader {
+        let header = FrameHeader {
             fin,
             rsv: [rsv1, false, false],
             opcode,
             mask,
-            len: len as u64,
+            len: data.len() as u64,
         };
-        (h, mask.unwrap_or_default())
-    }
-
-    fn write_frame(&mut self, opcode: OpCode, data: &[u8], fin: bool) {
-        self.write_frame_rsv(opcode, data, fin, false)
-    }
-
-    fn write_frame_rsv(&mut self, opcode: OpCode, data: &[u8], fin: bool, rsv1: bool) {
-        let (h, key) = self.header(opcode, data.len(), fin, rsv1);
         let mut hb = [0u8; MAX_HEADER_LEN];
-        let n = h.encode(&mut hb);
-        self.out.reserve(n + data.len());
-        self.out.push_slice(&hb[..n]);
-        if h.mask.is_some() {
-            self.out.push_with(data, |b| apply_mask(b, key, 0));
-        } else {
-            self.out.push_slice(data);
+        let n = header.encode(&mut hb);
+        match mask {
+            Some(key) => {
+                self.out.reserve(n + data.len());
+                self.out.push_slice(&hb[..n]);
+                self.out.push_with(data, |b| apply_mask(b, key, 0));
+            }
+            None => {
+                self.out.push_slice(&hb[..n]);
+                self.out.push_bytes(data);
+            }
         }
-    }
-
-    fn write_frame_bytes(&mut self, opcode: OpCode, data: &Bytes, fin: bool, rsv1: bool) {
-        if self.role == Role::Client {
-            return self.write_frame_rsv(opcode, data, fin, rsv1);
-        }
-        let (h, _) = self.header(opcode, data.len(), fin, rsv1);
-        let mut hb = [0u8; MAX_HEADER_LEN];
-        let n = h.encode(&mut hb);
-        self.out.push_slice(&hb[..n]);
-        self.out.push_bytes(data);
     }
 
     /// The bytes waiting to be written. Write them with `chunks_vectored` and

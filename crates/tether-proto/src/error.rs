@@ -1,7 +1,7 @@
 //! Errors of the protocol core.
 
 use crate::close::CloseCode;
-use crate::handshake::Response;
+use crate::http_message::Response;
 use std::fmt;
 
 /// A violation of RFC 6455 by the peer, or a limit it crossed. Each maps to
@@ -61,9 +61,6 @@ pub enum ProtocolError {
         /// The configured limit.
         limit: usize,
     },
-    /// Data arrived after the peer's close frame.
-    #[error("data after close frame")]
-    DataAfterClose,
     /// A compressed message could not be inflated (RFC 7692).
     #[error("permessage-deflate: {0}")]
     Deflate(&'static str),

@@ -7,9 +7,9 @@
 //! tests) can drive it the same way:
 //!
 //! ```
-//! use tether_proto::{Config, Connection, Message};
+//! use tether_proto::{Connection, ConnectionConfig, Message};
 //! // A server connection fed a masked client frame: "Hi".
-//! let mut server = Connection::server(Config::default());
+//! let mut server = Connection::server(ConnectionConfig::default());
 //! server.receive(&[0x81, 0x82, 1, 2, 3, 4, b'H' ^ 1, b'i' ^ 2]);
 //! assert_eq!(server.next_event().unwrap(), Some(Message::text("Hi")));
 //! // Answer; the bytes to write wait in `transmit()`.
@@ -17,7 +17,10 @@
 //! assert_eq!(server.buffered_amount(), 7);
 //! ```
 #![warn(missing_docs, unreachable_pub)]
-#![deny(unsafe_op_in_unsafe_fn)]
+// The one unsafe operation is `str::from_utf8_unchecked` on text the
+// connection already validated: `Utf8Bytes::from_validated`, its caller in
+// `connection.rs` and `Utf8Bytes::as_str` opt in with `#[allow(unsafe_code)]`.
+#![deny(unsafe_code, unsafe_op_in_unsafe_fn)]
 
 pub mod close;
 pub mod config;
@@ -26,6 +29,7 @@ pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+mod http_message;
 pub mod mask;
 pub mod message;
 pub mod outgoing;
@@ -36,7 +40,8 @@ pub mod utf8;
 mod tests;
 
 pub use close::{CloseCode, CloseFrame};
-pub use config::Config;
+pub use config::ConnectionConfig;
 pub use connection::{Connection, MaskSource, Negotiated, Role, State};
 pub use error::{Error, ErrorKind, HandshakeError, ProtocolError};
-pub use message::{Message, Utf8Bytes};
+pub use message::Message;
+pub use utf8::Utf8Bytes;

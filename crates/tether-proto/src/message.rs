@@ -1,113 +1,11 @@
 //! Messages as the application sees them.
 
-use crate::close::CloseFrame;
+use crate::close::{CloseCode, CloseFrame};
 use bytes::Bytes;
-use std::fmt;
-use std::ops::Deref;
 
-/// An immutable UTF-8 string backed by [`Bytes`]: cheap to clone and to slice,
-/// validated once.
-#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Utf8Bytes(Bytes);
-
-impl Utf8Bytes {
-    /// An empty string.
-    pub const fn new() -> Self {
-        Utf8Bytes(Bytes::new())
-    }
-
-    /// A string from a `&'static str`, without copying.
-    pub const fn from_static(s: &'static str) -> Self {
-        Utf8Bytes(Bytes::from_static(s.as_bytes()))
-    }
-
-    /// Validates `bytes` as UTF-8.
-    pub fn try_from_bytes(bytes: Bytes) -> Result<Self, std::str::Utf8Error> {
-        std::str::from_utf8(&bytes)?;
-        Ok(Utf8Bytes(bytes))
-    }
-
-    /// Wraps bytes that the caller has already validated.
-    pub(crate) fn from_validated(bytes: Bytes) -> Self {
-        debug_assert!(std::str::from_utf8(&bytes).is_ok());
-        Utf8Bytes(bytes)
-    }
-
-    /// The string.
-    pub fn as_str(&self) -> &str {
-        // SAFETY: every constructor either takes a `str`/`String`, validates
-        // with `std::str::from_utf8` (`try_from_bytes`), or is
-        // `from_validated`, which is only called on bytes that passed the
-        // connection's UTF-8 validator (checked again in debug builds). The
-        // bytes are immutable afterwards.
-        unsafe { std::str::from_utf8_unchecked(&self.0) }
-    }
-
-    /// The underlying bytes.
-    pub fn as_bytes(&self) -> &Bytes {
-        &self.0
-    }
-
-    /// Converts into the underlying bytes.
-    pub fn into_bytes(self) -> Bytes {
-        self.0
-    }
-}
-
-impl Deref for Utf8Bytes {
-    type Target = str;
-    fn deref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl AsRef<str> for Utf8Bytes {
-    fn as_ref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl fmt::Debug for Utf8Bytes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-impl fmt::Display for Utf8Bytes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self.as_str(), f)
-    }
-}
-
-impl From<String> for Utf8Bytes {
-    fn from(s: String) -> Self {
-        Utf8Bytes(Bytes::from(s))
-    }
-}
-
-impl From<&str> for Utf8Bytes {
-    fn from(s: &str) -> Self {
-        Utf8Bytes(Bytes::copy_from_slice(s.as_bytes()))
-    }
-}
-
-impl From<&String> for Utf8Bytes {
-    fn from(s: &String) -> Self {
-        s.as_str().into()
-    }
-}
-
-impl PartialEq<str> for Utf8Bytes {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
-    }
-}
-
-impl PartialEq<&str> for Utf8Bytes {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
+// Kept here too: `Utf8Bytes` was defined in this module before it moved to
+// `utf8`, next to the validator.
+pub use crate::utf8::Utf8Bytes;
 
 /// A WebSocket message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,10 +84,10 @@ impl Message {
     }
 
     /// The close code of a close message (1005 when the frame had none).
-    pub fn close_code(&self) -> Option<crate::CloseCode> {
+    pub fn close_code(&self) -> Option<CloseCode> {
         match self {
             Message::Close(Some(c)) => Some(c.code),
-            Message::Close(None) => Some(crate::CloseCode::NO_STATUS),
+            Message::Close(None) => Some(CloseCode::NO_STATUS),
             _ => None,
         }
     }

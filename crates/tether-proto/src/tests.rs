@@ -55,7 +55,7 @@ fn client_frame(b0: u8, payload: &[u8]) -> Vec<u8> {
 /// Feeds `bytes` to a fresh server and returns what `next_event` yields
 /// until an error or the input runs out, plus the close code queued.
 fn server_receives(bytes: &[u8]) -> (Vec<Message>, Option<Error>, Option<u16>) {
-    let mut s = Connection::server(Config::default());
+    let mut s = Connection::server(ConnectionConfig::default());
     s.receive(bytes);
     let mut msgs = Vec::new();
     let err = loop {
@@ -100,7 +100,7 @@ fn test_server_receives_unmasked_frame() {
 
 #[test]
 fn test_client_receives_masked_frame() {
-    let mut c = Connection::client(Config::default(), fixed_mask());
+    let mut c = Connection::client(ConnectionConfig::default(), fixed_mask());
     c.receive(&client_frame(0x81, b"hi"));
     assert!(matches!(
         c.next_event(),
@@ -124,7 +124,7 @@ fn test_rsv_bits_without_extension_fail() {
 
 #[test]
 fn test_rsv1_allowed_when_negotiated() {
-    let mut s = Connection::server(Config::default());
+    let mut s = Connection::server(ConnectionConfig::default());
     s.set_negotiated(Negotiated {
         rsv_allowed: [true, false, false],
         ..Negotiated::default()
@@ -190,7 +190,7 @@ fn test_control_frames_interleave_with_fragments() {
 
 #[test]
 fn test_ping_answered_with_pong() {
-    let mut s = Connection::server(Config::default());
+    let mut s = Connection::server(ConnectionConfig::default());
     s.receive(&client_frame(0x89, b"abc"));
     assert_eq!(
         s.next_event().unwrap(),
@@ -208,7 +208,7 @@ fn test_invalid_utf8_fails_with_1007() {
 #[test]
 fn test_invalid_utf8_fails_on_first_fragment_not_at_end() {
     // The first fragment is already impossible: fail before the message ends.
-    let mut s = Connection::server(Config::default());
+    let mut s = Connection::server(ConnectionConfig::default());
     s.receive(&client_frame(0x01, &[0xED, 0xA0, 0x80]));
     assert!(matches!(
         s.next_event(),
@@ -220,7 +220,7 @@ fn test_invalid_utf8_fails_on_first_fragment_not_at_end() {
 fn test_invalid_utf8_fails_inside_a_partial_frame() {
     // Only part of the frame has arrived, and that part is already invalid.
     let full = client_frame(0x81, &[b'a', 0xFF, b'b', b'c', b'd', b'e']);
-    let mut s = Connection::server(Config::default());
+    let mut s = Connection::server(ConnectionConfig::default());
     s.receive(&full[..full.len() - 3]);
     assert!(matches!(
         s.next_event(),
@@ -237,6 +237,54 @@ fn test_utf8_split_across_fragments_is_valid() {
     let (msgs, err, _) = server_receives(&b);
     assert!(err.is_none());
     assert_eq!(msgs, vec![Message::text("€")]);
+}
+
+/// Every way a text message reaches `Utf8Bytes::from_validated` (one
+/// frame, fragments, compressed in one frame or in fragments) yields the
+/// string sent, with code points split across frames and reads, and binary
+/// data in between that is not UTF-8.
+#[test]
+fn test_validated_text_paths_yield_the_text_sent() {
+    let text = "aé€𝄞".repeat(40);
+    let not_utf8 = Message::binary(vec![0xff, 0xc3]);
+    for compressed in [false, true] {
+        for fragment in [1, 2, 3, 5, 7, 1000] {
+            let (mut c, mut s) = if compressed {
+                deflate_pair(deflate::DeflateParams::default())
+            } else {
+                (
+                    Connection::client(ConnectionConfig::default(), fixed_mask()),
+                    Connection::server(ConnectionConfig::default()),
+                )
+            };
+            for _ in 0..2 {
+                c.send_fragmented(Message::text(text.as_str()), fragment)
+                    .unwrap();
+                c.send(not_utf8.clone()).unwrap();
+            }
+            let bytes = drain(&mut c);
+            assert_eq!(bytes[0] & 0x40 != 0, compressed, "RSV1 of the first frame");
+            let mut got = Vec::new();
+            for chunk in bytes.chunks(3) {
+                s.receive(chunk);
+                while let Some(m) = s.next_event().unwrap() {
+                    got.push(m);
+                }
+            }
+            let what = format!("compressed {compressed}, fragments of {fragment}");
+            assert_eq!(got.len(), 4, "{what}");
+            for pair in got.chunks(2) {
+                match &pair[0] {
+                    Message::Text(t) => {
+                        assert_eq!(t.as_str(), text, "{what}");
+                        assert_eq!(t.as_bytes(), text.as_bytes(), "{what}");
+                    }
+                    other => panic!("{what}: {other:?}"),
+                }
+                assert_eq!(pair[1], not_utf8, "{what}");
+            }
+        }
+    }
 }
 
 #[test]
@@ -275,7 +323,7 @@ fn test_close_reason_invalid_utf8_fails_with_1007() {
 
 #[test]
 fn test_empty_close_echoed_empty_and_reported_as_1005() {
-    let mut s = Connection::server(Config::default());
+    let mut s = Connection::server(ConnectionConfig::default());
     s.receive(&client_frame(0x88, b""));
     let m = s.next_event().unwrap().unwrap();
     assert_eq!(m.close_code(), Some(CloseCode::NO_STATUS));
@@ -298,7 +346,7 @@ fn test_data_after_close_is_ignored() {
 
 #[test]
 fn test_sending_reserved_close_codes_is_refused() {
-    let mut s = Connection::server(Config::default());
+    let mut s = Connection::server(ConnectionConfig::default());
     for code in [1005u16, 1006, 1015, 999, 2000] {
         assert!(
             matches!(s.close(CloseCode(code), ""), Err(Error::InvalidInput(_))),
@@ -316,7 +364,7 @@ fn test_sending_reserved_close_codes_is_refused() {
 
 #[test]
 fn test_message_over_limit_fails_with_1009_before_payload_arrives() {
-    let config = Config::default().with_max_message_size(1000);
+    let config = ConnectionConfig::default().with_max_message_size(1000);
     let mut s = Connection::server(config);
     // Only the header of a 1001-byte frame: no payload yet.
     let f = client_frame(0x82, &[0; 1001]);
@@ -331,7 +379,7 @@ fn test_message_over_limit_fails_with_1009_before_payload_arrives() {
 
 #[test]
 fn test_fragmented_message_over_limit_fails_with_1009() {
-    let config = Config::default()
+    let config = ConnectionConfig::default()
         .with_max_message_size(1000)
         .with_max_frame_size(600);
     let mut s = Connection::server(config);
@@ -352,7 +400,7 @@ fn test_fragmented_message_over_limit_fails_with_1009() {
 
 #[test]
 fn test_message_at_limit_is_accepted() {
-    let config = Config::default().with_max_message_size(1000);
+    let config = ConnectionConfig::default().with_max_message_size(1000);
     let mut s = Connection::server(config);
     s.receive(&client_frame(0x82, &[7; 1000]));
     assert_eq!(s.next_event().unwrap().unwrap().len(), 1000);
@@ -360,7 +408,7 @@ fn test_message_at_limit_is_accepted() {
 
 #[test]
 fn test_errors_are_sticky() {
-    let mut s = Connection::server(Config::default());
+    let mut s = Connection::server(ConnectionConfig::default());
     s.receive(&[0x81, 0x00]);
     let e1 = s.next_event().unwrap_err();
     s.receive(&client_frame(0x81, b"ok"));
@@ -370,7 +418,7 @@ fn test_errors_are_sticky() {
 
 #[test]
 fn test_eof_without_close_is_abnormal() {
-    let mut s = Connection::server(Config::default());
+    let mut s = Connection::server(ConnectionConfig::default());
     s.receive(&client_frame(0x81, b"hi")[..3]);
     s.receive_eof();
     assert!(matches!(s.next_event(), Err(Error::AbnormalClosure)));
@@ -378,8 +426,8 @@ fn test_eof_without_close_is_abnormal() {
 
 #[test]
 fn test_closing_handshake_client_initiated() {
-    let mut c = Connection::client(Config::default(), fixed_mask());
-    let mut s = Connection::server(Config::default());
+    let mut c = Connection::client(ConnectionConfig::default(), fixed_mask());
+    let mut s = Connection::server(ConnectionConfig::default());
     c.close(CloseCode(4001), "bye").unwrap();
     assert_eq!(c.state(), State::Closing);
     pump(&mut c, &mut s);
@@ -400,8 +448,8 @@ fn test_closing_handshake_client_initiated() {
 
 #[test]
 fn test_pair_fragmented_send_and_receive() {
-    let mut c = Connection::client(Config::default(), fixed_mask());
-    let mut s = Connection::server(Config::default());
+    let mut c = Connection::client(ConnectionConfig::default(), fixed_mask());
+    let mut s = Connection::server(ConnectionConfig::default());
     let text = "héllo wörld €".repeat(50);
     c.send_fragmented(Message::text(text.as_str()), 7).unwrap();
     pump(&mut c, &mut s);
@@ -409,8 +457,8 @@ fn test_pair_fragmented_send_and_receive() {
 }
 
 fn deflate_pair(params: deflate::DeflateParams) -> (Connection, Connection) {
-    let mut c = Connection::client(Config::default(), fixed_mask());
-    let mut s = Connection::server(Config::default());
+    let mut c = Connection::client(ConnectionConfig::default(), fixed_mask());
+    let mut s = Connection::server(ConnectionConfig::default());
     let n = Negotiated {
         deflate: Some(params),
         ..Negotiated::default()
@@ -490,7 +538,7 @@ fn test_deflate_rsv1_on_continuation_or_control_fails() {
 
 #[test]
 fn test_deflate_bomb_fails_with_1009_while_inflating() {
-    let mut s = Connection::server(Config::default().with_max_message_size(1 << 20));
+    let mut s = Connection::server(ConnectionConfig::default().with_max_message_size(1 << 20));
     s.set_negotiated(Negotiated {
         deflate: Some(deflate::DeflateParams::default()),
         ..Negotiated::default()
@@ -543,9 +591,9 @@ proptest! {
             Message::binary(data.clone())
         };
         let (mut a, mut b) = if from_client {
-            (Connection::client(Config::default(), fixed_mask()), Connection::server(Config::default()))
+            (Connection::client(ConnectionConfig::default(), fixed_mask()), Connection::server(ConnectionConfig::default()))
         } else {
-            (Connection::server(Config::default()), Connection::client(Config::default(), fixed_mask()))
+            (Connection::server(ConnectionConfig::default()), Connection::client(ConnectionConfig::default(), fixed_mask()))
         };
         a.send_fragmented(msg.clone(), frag).unwrap();
         let bytes = drain(&mut a);
@@ -562,9 +610,9 @@ proptest! {
     #[test]
     fn garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..512), client in any::<bool>()) {
         let mut c = if client {
-            Connection::client(Config::default(), fixed_mask())
+            Connection::client(ConnectionConfig::default(), fixed_mask())
         } else {
-            Connection::server(Config::default())
+            Connection::server(ConnectionConfig::default())
         };
         c.receive(&data);
         for _ in 0..64 {

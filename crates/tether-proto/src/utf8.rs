@@ -1,8 +1,13 @@
-//! Incremental UTF-8 validation for text messages split across frames.
+//! UTF-8: incremental validation for text messages split across frames, and
+//! the validated string type that text messages and close reasons carry.
 //!
 //! RFC 6455 §8.1 lets an endpoint fail a text message as soon as its bytes can
 //! no longer be valid UTF-8; Autobahn's section 6 checks that we do, fragment
 //! by fragment, instead of waiting for the end of the message.
+
+use bytes::Bytes;
+use std::fmt;
+use std::ops::Deref;
 
 /// A streaming UTF-8 validator. Feed it chunks with [`Utf8Validator::feed`];
 /// call [`Utf8Validator::finish`] at the end of the message.
@@ -70,11 +75,6 @@ impl Utf8Validator {
             Ok(())
         }
     }
-
-    /// True when no partial code point is pending.
-    pub fn is_complete(&self) -> bool {
-        self.carry_len == 0
-    }
 }
 
 /// The length of the sequence that a valid leading byte starts. Only called on
@@ -84,6 +84,116 @@ fn char_width(lead: u8) -> usize {
         0xC2..=0xDF => 2,
         0xE0..=0xEF => 3,
         _ => 4,
+    }
+}
+
+/// An immutable UTF-8 string backed by [`Bytes`]: cheap to clone and to slice,
+/// validated once.
+#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Utf8Bytes(Bytes);
+
+impl Utf8Bytes {
+    /// An empty string.
+    pub const fn new() -> Self {
+        Utf8Bytes(Bytes::new())
+    }
+
+    /// A string from a `&'static str`, without copying.
+    pub const fn from_static(s: &'static str) -> Self {
+        Utf8Bytes(Bytes::from_static(s.as_bytes()))
+    }
+
+    /// Validates `bytes` as UTF-8.
+    pub fn try_from_bytes(bytes: Bytes) -> Result<Self, std::str::Utf8Error> {
+        std::str::from_utf8(&bytes)?;
+        Ok(Utf8Bytes(bytes))
+    }
+
+    /// Wraps bytes that the caller has already validated, without checking
+    /// them again (in release builds).
+    ///
+    /// # Safety
+    /// `bytes` must be valid UTF-8: [`Utf8Bytes::as_str`] hands them out as
+    /// a `str` without checking.
+    #[allow(unsafe_code)]
+    pub(crate) unsafe fn from_validated(bytes: Bytes) -> Self {
+        debug_assert!(std::str::from_utf8(&bytes).is_ok());
+        Utf8Bytes(bytes)
+    }
+
+    /// The string.
+    #[allow(unsafe_code)]
+    pub fn as_str(&self) -> &str {
+        // SAFETY: every constructor either takes a `str`/`String`, validates
+        // with `std::str::from_utf8` (`try_from_bytes`), or is the unsafe
+        // `from_validated`, whose caller guarantees valid UTF-8. The bytes
+        // are immutable afterwards.
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
+    }
+
+    /// The underlying bytes.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    /// Converts into the underlying bytes.
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
+}
+
+impl Deref for Utf8Bytes {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Utf8Bytes {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Debug for Utf8Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Utf8Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self.as_str(), f)
+    }
+}
+
+impl From<String> for Utf8Bytes {
+    fn from(s: String) -> Self {
+        Utf8Bytes(Bytes::from(s))
+    }
+}
+
+impl From<&str> for Utf8Bytes {
+    fn from(s: &str) -> Self {
+        Utf8Bytes(Bytes::copy_from_slice(s.as_bytes()))
+    }
+}
+
+impl From<&String> for Utf8Bytes {
+    fn from(s: &String) -> Self {
+        s.as_str().into()
+    }
+}
+
+impl PartialEq<str> for Utf8Bytes {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Utf8Bytes {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 

@@ -256,11 +256,7 @@ impl ClientBuilder {
         };
         let extra = p(CredentialsRequest { attempt, refresh })
             .await
-            .map_err(|e| {
-                Error::new(ErrorKind::Credentials)
-                    .with_message(format!("credentials provider failed: {e}"))
-                    .with_source(e)
-            })?;
+            .map_err(|e| Error::new(ErrorKind::Credentials).with_source(e))?;
         let mut headers = self.headers.clone();
         let mut last = None;
         for (name, value) in extra {

@@ -3,6 +3,7 @@
 //! response, `Retry-After`, the close code, the I/O error kind.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 pub(crate) use tether_proto::handshake::Response;
 use tether_proto::{CloseCode, CloseFrame};
@@ -88,12 +89,30 @@ pub enum Initiator {
 }
 
 /// The error type of `tether`.
+///
+/// As in hyper, `Display` describes this error only, in one level; its cause
+/// (an I/O error, the protocol error, the last failure before giving up...)
+/// is reached through [`std::error::Error::source`], and may have a cause of
+/// its own. To show a person everything, print the chain:
+///
+/// ```
+/// fn report(e: &tether::Error) -> String {
+///     let mut text = e.to_string();
+///     let mut cause = std::error::Error::source(e);
+///     while let Some(c) = cause {
+///         text = format!("{text}: {c}");
+///         cause = c.source();
+///     }
+///     text
+/// }
+/// ```
 pub struct Error(Box<Inner>);
 
 struct Inner {
     kind: ErrorKind,
     message: Option<String>,
-    source: Option<BoxError>,
+    /// Shared, so that [`Error::duplicate`] keeps the cause.
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
     response: Option<Response>,
     /// `Retry-After`, parsed once when the response arrived: an HTTP date
     /// is relative to that moment, so every reader sees the same delay.
@@ -140,7 +159,7 @@ impl Error {
     }
 
     pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Self {
-        self.0.source = Some(source.into());
+        self.0.source = Some(Arc::from(source.into()));
         self
     }
 
@@ -165,9 +184,10 @@ impl Error {
 
     /// The error for a reconnect policy that gave up after `attempts`.
     pub(crate) fn exhausted(last: Error, attempts: u32, why: &str) -> Self {
+        // The last error is the source, not part of the message.
         let mut e = Error::msg(
             ErrorKind::Exhausted,
-            format!("gave up after {attempts} attempts ({why}); last error: {last}"),
+            format!("gave up after {attempts} attempts ({why})"),
         );
         e.0.response = last.0.response.clone();
         e.0.retry_after = last.0.retry_after;
@@ -242,29 +262,21 @@ impl Error {
         self
     }
 
-    /// The error for a later call on a connection that `ended` ended: the
-    /// same kind and close frame, with the original as its source.
-    pub(crate) fn replay(ended: std::sync::Arc<Error>) -> Error {
-        let close = ended.0.close.clone();
-        let mut e = Error::msg(ended.kind(), "the connection had already ended");
-        e.0.close = close;
-        e.with_source(ended)
-    }
-
-    /// A copy that keeps the kind, message, response, close frame and URL
-    /// (the source is flattened into the message).
+    /// A copy: the same kind, message, cause, response, close frame, URL
+    /// and last error.
     pub(crate) fn duplicate(&self) -> Error {
+        let i = &self.0;
         Error(Box::new(Inner {
-            kind: self.0.kind,
-            message: Some(self.to_string()),
-            source: None,
-            response: self.0.response.clone(),
-            retry_after: self.0.retry_after,
-            close: self.0.close.clone(),
-            url: None,
-            attempts: self.0.attempts,
-            last: self.0.last.as_ref().map(|l| l.duplicate()),
-            proxy: self.0.proxy,
+            kind: i.kind,
+            message: i.message.clone(),
+            source: i.source.clone(),
+            response: i.response.clone(),
+            retry_after: i.retry_after,
+            close: i.close.clone(),
+            url: i.url.clone(),
+            attempts: i.attempts,
+            last: i.last.as_ref().map(Error::duplicate),
+            proxy: i.proxy,
         }))
     }
 
@@ -387,6 +399,23 @@ pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
+/// `e` and its sources, `": "`-separated: everything a person should see
+/// (each `Display` shows one level). A source whose text the previous level
+/// already ends with is skipped, for errors that print their own source.
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !more.is_empty() && !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let i = &self.0;
@@ -414,22 +443,15 @@ impl fmt::Display for Error {
             }
             (None, None) => write!(f, "{}", i.kind)?,
         }
-        if i.message.is_none() && i.response.is_none() {
-            if let Some((frame, by)) = &i.close {
-                let by = match by {
-                    Initiator::Local => "locally",
-                    Initiator::Remote => "by the peer",
-                };
-                match frame {
-                    Some(fr) => write!(f, " {by} with {fr}")?,
-                    None => write!(f, " {by}")?,
-                }
-            } else if let Some(src) = &i.source {
-                write!(f, ": {src}")?;
-            }
-        } else if let (Some(src), None) = (&i.source, &i.response) {
-            if i.message.is_some() {
-                write!(f, ": {src}")?;
+        // The source is not printed: `source()` returns it.
+        if let (None, None, Some((frame, by))) = (&i.message, &i.response, &i.close) {
+            let by = match by {
+                Initiator::Local => "locally",
+                Initiator::Remote => "by the peer",
+            };
+            match frame {
+                Some(fr) => write!(f, " {by} with {fr}")?,
+                None => write!(f, " {by}")?,
             }
         }
         if let Some(url) = &i.url {
@@ -541,6 +563,68 @@ mod tests {
         let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
         assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn display_is_one_level_and_the_chain_has_each_cause_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let io_text = io.to_string();
+        let e = Error::io(ErrorKind::Connect, io)
+            .with_message("could not connect to h:1")
+            .with_url("ws://h:1/");
+        assert_eq!(e.to_string(), "could not connect to h:1 (ws://h:1/)");
+        let src = std::error::Error::source(&e).expect("the I/O error");
+        assert_eq!(src.to_string(), io_text);
+        assert_eq!(
+            chain(&e),
+            format!("could not connect to h:1 (ws://h:1/): {io_text}")
+        );
+
+        let proto = tether_proto::Error::from(tether_proto::HandshakeError::BadAccept);
+        let e = Error::from(proto);
+        assert_eq!(e.to_string(), "invalid handshake");
+        assert!(e.proto_error().is_some());
+        assert_eq!(
+            chain(&e),
+            "invalid handshake: Sec-WebSocket-Accept does not match the key"
+        );
+
+        let last = Error::io(
+            ErrorKind::Connect,
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        )
+        .with_message("could not connect to h:1");
+        let e = Error::exhausted(last, 3, "max_attempts 3 reached");
+        assert_eq!(
+            e.to_string(),
+            "gave up after 3 attempts (max_attempts 3 reached)"
+        );
+        assert_eq!(
+            chain(&e),
+            format!(
+                "gave up after 3 attempts (max_attempts 3 reached): \
+                 could not connect to h:1: {io_text}"
+            )
+        );
+    }
+
+    #[test]
+    fn a_duplicate_keeps_the_cause() {
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let e = Error::io(ErrorKind::Io, io).with_url("ws://h/");
+        let d = e.duplicate();
+        assert_eq!((d.kind(), d.to_string()), (e.kind(), e.to_string()));
+        assert_eq!(d.io_kind(), Some(std::io::ErrorKind::ConnectionReset));
+        assert_eq!(chain(&d), chain(&e));
+        assert_eq!(d.url(), Some("ws://h/"));
+    }
+
+    #[test]
+    fn chain_skips_a_cause_already_printed() {
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let m = format!("connection lost: {io}");
+        let e = Error::io(ErrorKind::Closed, io).with_message(m.clone());
+        assert_eq!(chain(&e), m);
     }
 
     #[test]

@@ -286,7 +286,6 @@ impl ServerBuilder {
             .local_addr()
             .map_err(|e| Error::io(ErrorKind::Io, e))?;
         let token = CancellationToken::new();
-        let close_timeout = self.config.close_timeout;
         let task = tokio::spawn(accept_loop(
             listener,
             Arc::new(self),
@@ -298,7 +297,6 @@ impl ServerBuilder {
             local_addr,
             token,
             task,
-            close_timeout,
         })
     }
 }
@@ -368,7 +366,6 @@ pub struct Server {
     local_addr: SocketAddr,
     token: CancellationToken,
     task: tokio::task::JoinHandle<()>,
-    close_timeout: Option<Duration>,
 }
 
 impl Server {
@@ -386,7 +383,6 @@ impl Server {
     /// Cancelling stops waiting; the shutdown goes on in the background.
     pub async fn shutdown(self) {
         self.token.cancel();
-        let _ = self.close_timeout;
         let _ = self.task.await;
     }
 

@@ -504,45 +504,37 @@ mod enabled {
         Client(String),
     }
 
-    /// A TLS handshake failure in plain words; its source is the
-    /// `rustls::Error`.
-    #[derive(Debug)]
-    struct TlsFailure {
-        peer: Peer,
-        error: rustls::Error,
+    /// A TLS handshake failure in plain words: the message of the
+    /// [`ErrorKind::Tls`] error, whose source is the `rustls::Error` (so its
+    /// text is not repeated here).
+    struct TlsFailure<'a> {
+        peer: &'a Peer,
+        error: &'a rustls::Error,
     }
 
-    impl fmt::Display for TlsFailure {
+    impl fmt::Display for TlsFailure<'_> {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             use rustls::{AlertDescription as A, CertificateError as C, Error as E};
-            let (peer, whose) = match &self.peer {
+            let (peer, whose) = match self.peer {
                 Peer::Server(host) => (format!("the server {host}"), format!("host {host}")),
                 Peer::Client(addr) => (format!("the client {addr}"), format!("the client {addr}")),
             };
-            match &self.error {
+            match self.error {
                 E::InvalidCertificate(C::UnknownIssuer) => write!(
                     f,
                     "certificate not trusted (UnknownIssuer) for {whose}: \
                      its issuer is not among the trusted root certificates"
                 ),
-                E::InvalidCertificate(
-                    c @ (C::NotValidForName | C::NotValidForNameContext { .. }),
-                ) => {
-                    write!(
-                        f,
-                        "certificate not valid for {whose} (NotValidForName): {c}"
-                    )
+                E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+                    write!(f, "certificate not valid for {whose} (NotValidForName)")
                 }
-                E::InvalidCertificate(c @ (C::Expired | C::ExpiredContext { .. })) => {
-                    write!(f, "certificate expired (Expired) for {whose}: {c}")
+                E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+                    write!(f, "certificate expired (Expired) for {whose}")
                 }
-                E::InvalidCertificate(c @ (C::NotValidYet | C::NotValidYetContext { .. })) => {
-                    write!(
-                        f,
-                        "certificate not valid yet (NotValidYet) for {whose}: {c}"
-                    )
+                E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
+                    write!(f, "certificate not valid yet (NotValidYet) for {whose}")
                 }
-                E::InvalidCertificate(c) => write!(f, "invalid certificate for {whose}: {c}"),
+                E::InvalidCertificate(_) => write!(f, "invalid certificate for {whose}"),
                 E::NoCertificatesPresented => write!(f, "{peer} presented no certificate"),
                 E::AlertReceived(A::CertificateRequired) => {
                     write!(
@@ -565,23 +557,17 @@ mod enabled {
                 E::AlertReceived(a) => {
                     write!(f, "{peer} ended the TLS handshake with the alert {a:?}")
                 }
-                e @ (E::InvalidMessage(_)
+                E::InvalidMessage(_)
                 | E::InappropriateMessage { .. }
-                | E::InappropriateHandshakeMessage { .. }) => {
+                | E::InappropriateHandshakeMessage { .. } => {
                     let hint = match self.peer {
                         Peer::Server(_) => "is it a plain ws:// server?",
                         Peer::Client(_) => "is it a plain ws:// client?",
                     };
-                    write!(f, "{peer} does not speak TLS ({e}); {hint}")
+                    write!(f, "{peer} does not speak TLS ({hint})")
                 }
-                e => write!(f, "TLS handshake with {peer} failed: {e}"),
+                _ => write!(f, "TLS handshake with {peer} failed"),
             }
-        }
-    }
-
-    impl std::error::Error for TlsFailure {
-        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-            Some(&self.error)
         }
     }
 
@@ -608,7 +594,11 @@ mod enabled {
         if e.get_ref().is_some_and(|i| i.is::<rustls::Error>()) {
             let inner = e.into_inner().expect("checked above");
             let error = *inner.downcast::<rustls::Error>().expect("checked above");
-            return Error::new(ErrorKind::Tls).with_source(TlsFailure { peer, error });
+            let failure = TlsFailure {
+                peer: &peer,
+                error: &error,
+            };
+            return Error::msg(ErrorKind::Tls, failure.to_string()).with_source(error);
         }
         let during = match &peer {
             Peer::Server(host) => format!("connection to {host} lost during the TLS handshake"),
@@ -634,8 +624,10 @@ mod enabled {
                 shown.contains("certificate not trusted (UnknownIssuer) for host example.com"),
                 "{shown}"
             );
-            let src = std::error::Error::source(&e).and_then(|s| s.source());
-            assert!(src.is_some_and(|s| s.is::<rustls::Error>()), "{e:?}");
+            // The rustls error is the source, and Display does not repeat it.
+            let src = std::error::Error::source(&e).expect("the rustls error");
+            assert!(src.is::<rustls::Error>(), "{e:?}");
+            assert!(!shown.contains(&src.to_string()), "{shown}");
 
             let io = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
             let e = handshake_error(io, Peer::Server("example.com".into()));

@@ -242,7 +242,11 @@ async fn refused_is_retried_until_max_attempts() {
     let shown = e.to_string();
     assert!(shown.contains("gave up after 3 attempts"), "{shown}");
     assert!(shown.contains("max_attempts 3"), "{shown}");
-    assert!(shown.contains(&addr.to_string()), "{shown}");
+    // Display is one level; the Stopped event tells the whole chain.
+    assert!(!shown.contains(&addr.to_string()), "{shown}");
+    let stopped = ev.stopped();
+    assert!(stopped[0].0.starts_with(&shown), "{stopped:?}");
+    assert!(stopped[0].0.contains(&addr.to_string()), "{stopped:?}");
     // The source chain leads to the last failure.
     assert_eq!(
         e.source()
@@ -280,8 +284,13 @@ async fn dns_failure_is_retried() {
     let last = e.last_error().unwrap();
     assert_eq!(last.kind(), ErrorKind::Dns, "{last}");
     assert!(
-        e.to_string().contains("no-such-host.invalid"),
-        "the message names the host: {e}"
+        last.to_string().contains("no-such-host.invalid"),
+        "the last failure names the host: {last}"
+    );
+    let stopped = ev.stopped();
+    assert!(
+        stopped[0].0.contains("no-such-host.invalid"),
+        "the reason names the host: {stopped:?}"
     );
     assert_eq!(ev.connecting().len(), 2);
     assert_eq!(ev.retries().len(), 1);
@@ -876,7 +885,9 @@ async fn bad_accept_key_is_fatal() {
     let mut c = ClientBuilder::new(server.url()).reconnecting(p);
     let e = err(next(&mut c).await);
     assert_eq!(e.kind(), ErrorKind::Handshake, "{e}");
-    assert!(e.to_string().contains("Sec-WebSocket-Accept"), "{e}");
+    // What is wrong with the handshake is the source (the protocol error).
+    let cause = e.source().expect("the handshake error").to_string();
+    assert!(cause.contains("Sec-WebSocket-Accept"), "{e}: {cause}");
     assert_eq!(e.attempts(), Some(1));
     assert!(next(&mut c).await.is_none());
     assert_eq!(ev.connecting().len(), 1);
@@ -1351,10 +1362,17 @@ async fn hook_stop_with_custom_error() {
     assert_eq!(m.status, 503);
     let shown = e.to_string();
     assert!(shown.contains("stopped by the reconnect policy"), "{shown}");
-    assert!(shown.contains("maintenance"), "{shown}");
     assert_eq!(e.attempts(), Some(1));
     assert!(next(&mut c).await.is_none());
-    assert_eq!(ev.stopped().len(), 1);
+    // Display is one level; the Stopped event tells the custom error too.
+    let stopped = ev.stopped();
+    assert_eq!(stopped.len(), 1);
+    assert!(
+        stopped[0]
+            .0
+            .contains("stopped by the reconnect policy: the service is in maintenance"),
+        "{stopped:?}"
+    );
     assert_eq!(server.connections(), 1);
 }
 

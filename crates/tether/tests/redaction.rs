@@ -70,7 +70,17 @@ async fn no_credentials_in_logs_errors_or_debug_at_trace_level() {
     let mut conns = builder.reconnecting(ReconnectPolicy::default());
     let err = conns.next().await.unwrap().unwrap_err();
     assert_eq!(err.status(), Some(401));
-    let shown = format!("{err}\n{err:?}\n{builder_debug}\n{:?}", err.response());
+    // The causes too (`Display` shows one level), as the CLI prints them.
+    let mut causes = String::new();
+    let mut cause = std::error::Error::source(&err);
+    while let Some(c) = cause {
+        causes += &format!(": {c}");
+        cause = c.source();
+    }
+    let shown = format!(
+        "{err}{causes}\n{err:?}\n{builder_debug}\n{:?}",
+        err.response()
+    );
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     assert!(
         logs.contains("connecting"),

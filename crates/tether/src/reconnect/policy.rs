@@ -2,7 +2,7 @@
 //! failure into "wait this long" or "stop with this error".
 
 use super::{classify, Attempt, Backoff, Decision, Ended, Failure};
-use crate::error::{Error, ErrorKind};
+use crate::error::{chain, Error, ErrorKind};
 use rand::SeedableRng;
 use std::fmt;
 use std::sync::Arc;
@@ -77,14 +77,14 @@ pub enum Event {
         delay: Duration,
         /// Why this delay.
         source: DelaySource,
-        /// What failed.
+        /// What failed: the error and its causes, `": "`-separated.
         reason: String,
         /// The HTTP status, when a response came.
         status: Option<u16>,
     },
     /// The reconnect logic gave up; the error is yielded to the user.
     Stopped {
-        /// Why, in words.
+        /// Why, in words: the error and its causes, `": "`-separated.
         reason: String,
         /// The HTTP status, when a response came.
         status: Option<u16>,
@@ -336,13 +336,13 @@ impl Planner {
         // immediate retry; a second refusal in a row goes to the policy.
         if refused && self.has_provider && !self.refreshed {
             self.refreshed = true;
-            self.last_reason = Some(err.to_string());
+            self.last_reason = Some(chain(&err));
             self.refresh_next = true;
             self.policy.emit(&Event::Retry {
                 attempt: self.attempts + 1,
                 delay: Duration::ZERO,
                 source: DelaySource::Refresh,
-                reason: err.to_string(),
+                reason: chain(&err),
                 status: err.status(),
             });
             return Plan::Wait(Duration::ZERO);
@@ -352,7 +352,7 @@ impl Planner {
         }
         let decision = self.policy.decide(&Failure::Attempt(&err), &self.attempt());
         let ra = err.retry_after();
-        self.apply(decision, err.to_string(), err.status(), ra, err)
+        self.apply(decision, chain(&err), err.status(), ra, err)
     }
 
     /// An established connection ended as `ended` describes.
@@ -398,7 +398,6 @@ impl Planner {
             Decision::Stop => return self.stop(err.with_attempts(self.attempts), false),
             Decision::StopWith(user) => {
                 let e = Error::new(ErrorKind::Stopped)
-                    .with_message(format!("stopped by the reconnect policy: {user}"))
                     .with_source(user)
                     .with_attempts(self.attempts);
                 return self.stop(e, false);
@@ -450,7 +449,7 @@ impl Planner {
     /// Reports a stop decided outside the planner (an invalid URL).
     pub(crate) fn stopped(&mut self, err: &Error) {
         self.policy.emit(&Event::Stopped {
-            reason: err.to_string(),
+            reason: chain(err),
             status: err.status(),
             exhausted: false,
         });
@@ -458,7 +457,7 @@ impl Planner {
 
     fn stop(&mut self, err: Error, exhausted: bool) -> Plan {
         self.policy.emit(&Event::Stopped {
-            reason: err.to_string(),
+            reason: chain(&err),
             status: err.status(),
             exhausted,
         });

@@ -45,9 +45,9 @@ impl Default for WebSocketConfig {
 }
 
 impl WebSocketConfig {
-    pub(crate) fn proto(&self) -> tether_proto::Config {
+    pub(crate) fn proto(&self) -> tether_proto::ConnectionConfig {
         let msg = self.max_message_size.unwrap_or(usize::MAX);
-        let mut c = tether_proto::Config::default()
+        let mut c = tether_proto::ConnectionConfig::default()
             .with_max_message_size(msg)
             .with_max_frame_size(self.max_frame_size.unwrap_or(msg));
         c.compression = self.compression;

@@ -91,9 +91,9 @@ pub(crate) struct Driver<S> {
     /// Split into two halves: `send` always flushes (the reader half may be
     /// parked in another task and would not flush for it).
     pub(super) split: bool,
-    /// The error that ended the connection, replayed (as the source of a
-    /// new error of the same kind) to later calls.
-    ended: Option<Arc<Error>>,
+    /// The error that ended the connection, replayed to later calls (a
+    /// copy: the same kind, message, close frame and source).
+    ended: Option<Error>,
     keepalive: Option<Keepalive>,
     /// Bytes written to the transport since the connection opened.
     pub(super) written: u64,
@@ -115,7 +115,10 @@ impl<S> Drop for Driver<S> {
             r.close_received = self.conn.close_received().map(|f| f.cloned());
             r.close_sent = self.conn.close_sent().map(|f| f.cloned());
             r.user_closed = self.user_closed;
-            r.error = self.ended.as_ref().map(|e| (e.kind(), e.to_string()));
+            r.error = self
+                .ended
+                .as_ref()
+                .map(|e| (e.kind(), crate::error::chain(e)));
             r.dropped = true;
         }
     }
@@ -164,7 +167,7 @@ impl<S> Driver<S> {
 
     /// Records `e` as the error that ended the connection, and returns it.
     fn end_with(&mut self, e: Error) -> Error {
-        self.ended = Some(Arc::new(e.duplicate()));
+        self.ended = Some(e.duplicate());
         self.ended_at.get_or_insert_with(Instant::now);
         e
     }
@@ -172,7 +175,7 @@ impl<S> Driver<S> {
     /// The error for an operation on a connection that has ended.
     fn closed_error(&self) -> Error {
         match &self.ended {
-            Some(e) => Error::replay(e.clone()),
+            Some(e) => e.duplicate(),
             None => match self.conn.close_received() {
                 Some(frame) => Error::msg(ErrorKind::Closed, "connection is closed")
                     .with_close(frame.cloned(), Initiator::Remote),
@@ -186,7 +189,7 @@ impl<S> Driver<S> {
         // close frame: report it as closed abnormally (1006), with the cause.
         self.finish = Finish::Done;
         let err = Error::new(ErrorKind::Closed)
-            .with_message(format!("connection lost without a close frame (1006): {e}"))
+            .with_message("connection lost without a close frame (1006)")
             .with_close(
                 Some(CloseFrame::new(CloseCode::ABNORMAL, "")),
                 Initiator::Remote,
