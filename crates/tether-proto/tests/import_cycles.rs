@@ -22,10 +22,7 @@ fn tether_proto_modules_have_no_import_cycle() {
     assert_no_cycle("tether-proto");
 }
 
-// Turned on once the module cycles of `tether` are gone (issue #8: other
-// changes are removing them); until then, run it with `--include-ignored`.
 #[test]
-#[ignore = "tether still has module cycles; turned on once they are gone"]
 fn tether_modules_have_no_import_cycle() {
     assert_no_cycle("tether");
 }

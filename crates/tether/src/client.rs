@@ -787,4 +787,16 @@ mod tests {
         let s = format!("{b:?}");
         assert!(!s.contains("hunter"), "{s}");
     }
+
+    #[test]
+    fn builder_debug_redacts_the_proxy() {
+        let b = ClientBuilder::new("ws://h/").proxy("http://u:hunter5@p:3128");
+        let shown = format!("{b:?}");
+        assert!(shown.contains("p:3128"), "{shown}");
+        assert!(!shown.contains("hunter5"), "{shown}");
+        let b = ClientBuilder::new("ws://h/").no_proxy();
+        assert!(format!("{b:?}").contains("proxy: None"));
+        let b = ClientBuilder::new("ws://h/");
+        assert!(format!("{b:?}").contains("proxy: FromEnvironment"));
+    }
 }

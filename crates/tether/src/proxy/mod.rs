@@ -414,18 +414,6 @@ mod tests {
         assert!(!e.to_string().contains("hunter2"), "{e}");
     }
 
-    #[test]
-    fn builder_debug_redacts_the_proxy() {
-        let b = crate::ClientBuilder::new("ws://h/").proxy("http://u:hunter5@p:3128");
-        let shown = format!("{b:?}");
-        assert!(shown.contains("p:3128"), "{shown}");
-        assert!(!shown.contains("hunter5"), "{shown}");
-        let b = crate::ClientBuilder::new("ws://h/").no_proxy();
-        assert!(format!("{b:?}").contains("proxy: None"));
-        let b = crate::ClientBuilder::new("ws://h/");
-        assert!(format!("{b:?}").contains("proxy: FromEnvironment"));
-    }
-
     #[tokio::test]
     async fn unreachable_proxy_is_a_retryable_connect_error() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
