@@ -1,0 +1,281 @@
+//! Opening client connections: [`connect`] and [`ClientBuilder`].
+//!
+//! - `mod.rs`: the builder and its settings;
+//! - `open.rs`: opening a connection (TCP, TLS, proxies, the upgrade,
+//!   redirects, the open timeout);
+//! - `url.rs`: `ws://` URLs and redirect targets;
+//! - `tls.rs`: the TLS options (feature `tls`).
+
+mod open;
+#[cfg(feature = "rustls")]
+mod tls;
+mod url;
+
+pub(crate) use open::Connected;
+pub(crate) use url::parse_url;
+
+use crate::error::{BoxError, Error, ErrorKind, Result};
+use crate::socket::{WebSocket, WebSocketConfig};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tether_proto::handshake::USER_AGENT;
+
+/// Opens a WebSocket connection to `url` with the default settings.
+///
+/// # Errors
+/// See [`ClientBuilder::connect`].
+///
+/// # Cancel safety
+/// Cancelling drops the connection attempt.
+pub async fn connect(url: &str) -> Result<WebSocket> {
+    ClientBuilder::new(url).connect().await
+}
+
+/// What a credentials provider is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CredentialsRequest {
+    /// The number of the attempt about to be made (from 1).
+    pub attempt: u32,
+    /// True when the previous attempt was refused with 401 or 403: the
+    /// provider should refresh its token rather than return a cached one.
+    pub refresh: bool,
+}
+
+type HeadersProvider = dyn Fn(
+        CredentialsRequest,
+    ) -> Pin<Box<dyn Future<Output = std::result::Result<HeaderMap, BoxError>> + Send>>
+    + Send
+    + Sync;
+
+/// Settings for opening a client connection.
+///
+/// ```no_run
+/// # async fn run() -> tether::Result<()> {
+/// use std::time::Duration;
+/// let ws = tether::ClientBuilder::new("ws://127.0.0.1:9001/chat")
+///     .subprotocol("chat.v1")
+///     .header("authorization", "Bearer s3cret")?
+///     .open_timeout(Some(Duration::from_secs(5)))
+///     .max_message_size(Some(4 << 20))
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct ClientBuilder {
+    url: String,
+    provider: Option<Arc<HeadersProvider>>,
+    origin: Option<String>,
+    subprotocols: Vec<String>,
+    headers: HeaderMap,
+    user_agent: Option<String>,
+    open_timeout: Option<Duration>,
+    config: WebSocketConfig,
+    /// TLS settings for `wss://` (set in `crate::tls`).
+    pub(crate) tls: crate::tls::ClientTls,
+    proxy: crate::proxy::ProxySetting,
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("url", &tether_proto::redact::redact_url(&self.url))
+            .field("origin", &self.origin)
+            .field("subprotocols", &self.subprotocols)
+            .field(
+                "headers",
+                &tether_proto::redact::RedactedHeaders(&self.headers),
+            )
+            .field("open_timeout", &self.open_timeout)
+            .field("config", &self.config)
+            .field("tls", &self.tls)
+            .field("proxy", &self.proxy)
+            .finish()
+    }
+}
+
+impl ClientBuilder {
+    /// Settings for `url`, with the defaults: open timeout 10 s, max message
+    /// 1 MiB, close timeout 10 s, `User-Agent: tether/<version>`.
+    pub fn new(url: impl Into<String>) -> Self {
+        ClientBuilder {
+            url: url.into(),
+            provider: None,
+            origin: None,
+            subprotocols: Vec::new(),
+            headers: HeaderMap::new(),
+            user_agent: Some(USER_AGENT.to_string()),
+            open_timeout: Some(Duration::from_secs(10)),
+            config: WebSocketConfig::default(),
+            tls: Default::default(),
+            proxy: Default::default(),
+        }
+    }
+
+    /// The URL, with credentials redacted.
+    pub fn url_redacted(&self) -> String {
+        tether_proto::redact::redact_url(&self.url)
+    }
+
+    /// Adds a request header (repeatable). An explicit `Authorization`
+    /// header replaces credentials in the URL.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] for an invalid header name or value.
+    pub fn header(mut self, name: &str, value: &str) -> Result<Self> {
+        let n = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| Error::msg(ErrorKind::Config, format!("invalid header name {name:?}")))?;
+        let v = HeaderValue::from_str(value).map_err(|_| {
+            Error::msg(
+                ErrorKind::Config,
+                format!("invalid value for header {name}"),
+            )
+        })?;
+        self.headers.append(n, v);
+        Ok(self)
+    }
+
+    /// An async provider of request headers, called before each attempt, so
+    /// that a token can be refreshed between attempts. Its headers replace
+    /// the builder's headers of the same name. With a provider, a 401 or 403
+    /// in the reconnect loop triggers one refresh and one immediate retry.
+    ///
+    /// ```
+    /// use tether::{ClientBuilder, CredentialsRequest};
+    /// let builder = ClientBuilder::new("ws://127.0.0.1:9001/").headers_provider(|req: CredentialsRequest| async move {
+    ///     let token = if req.refresh { "fresh-token" } else { "cached-token" };
+    ///     let mut h = http::HeaderMap::new();
+    ///     h.insert("authorization", format!("Bearer {token}").parse()?);
+    ///     Ok(h)
+    /// });
+    /// ```
+    pub fn headers_provider<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(CredentialsRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<HeaderMap, BoxError>> + Send + 'static,
+    {
+        self.provider = Some(Arc::new(move |r| Box::pin(f(r))));
+        self
+    }
+
+    pub(crate) fn has_headers_provider(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub(crate) fn set_url(&mut self, url: String) {
+        self.url = url;
+    }
+
+    /// The headers for an attempt: the builder's, overlaid with the
+    /// provider's. `None` when there is no provider.
+    pub(crate) async fn provided_headers(
+        &self,
+        attempt: u32,
+        refresh: bool,
+    ) -> Result<Option<HeaderMap>> {
+        let Some(p) = &self.provider else {
+            return Ok(None);
+        };
+        let extra = p(CredentialsRequest { attempt, refresh })
+            .await
+            .map_err(|e| Error::new(ErrorKind::Credentials).with_source(e))?;
+        let mut headers = self.headers.clone();
+        let mut last = None;
+        for (name, value) in extra {
+            // `HeaderMap::into_iter` gives the name once per group.
+            if let Some(n) = name {
+                headers.remove(&n);
+                last = Some(n);
+            }
+            if let Some(n) = &last {
+                headers.append(n.clone(), value);
+            }
+        }
+        Ok(Some(headers))
+    }
+
+    /// Replaces all extra request headers.
+    pub fn headers(mut self, headers: HeaderMap) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// Sets the `Origin` header.
+    pub fn origin(mut self, origin: impl Into<String>) -> Self {
+        self.origin = Some(origin.into());
+        self
+    }
+
+    /// Offers a subprotocol (repeatable, in order of preference).
+    pub fn subprotocol(mut self, p: impl Into<String>) -> Self {
+        self.subprotocols.push(p.into());
+        self
+    }
+
+    /// Sets the `User-Agent` header; `None` sends none.
+    pub fn user_agent(mut self, ua: Option<String>) -> Self {
+        self.user_agent = ua;
+        self
+    }
+
+    /// Connects through this proxy (`http://`, `socks5://` or `socks5h://`,
+    /// with optional `user:password@`), for every target, instead of the
+    /// one the environment chooses. The URL is checked when connecting: an
+    /// invalid one fails the attempt with [`ErrorKind::InvalidUrl`]. See
+    /// [`crate::proxy`].
+    pub fn proxy(mut self, url: impl Into<String>) -> Self {
+        self.proxy = crate::proxy::ProxySetting::Url(url.into());
+        self
+    }
+
+    /// Connects directly, ignoring the proxy variables of the environment
+    /// (`https_proxy`, `http_proxy`...) and any earlier [`ClientBuilder::proxy`].
+    /// By default the environment chooses ([`crate::proxy::from_env`]).
+    pub fn no_proxy(mut self) -> Self {
+        self.proxy = crate::proxy::ProxySetting::Off;
+        self
+    }
+
+    /// Bounds DNS, TCP, TLS and the HTTP upgrade together (default 10 s).
+    pub fn open_timeout(mut self, t: Option<Duration>) -> Self {
+        self.open_timeout = t;
+        self
+    }
+
+    crate::socket::socket_setters!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_credentials() {
+        let b = ClientBuilder::new("ws://u:hunter2@h/?token=hunter3")
+            .header("cookie", "hunter4")
+            .unwrap();
+        let s = format!("{b:?}");
+        assert!(!s.contains("hunter"), "{s}");
+    }
+
+    #[test]
+    fn builder_debug_redacts_the_proxy() {
+        let b = ClientBuilder::new("ws://h/").proxy("http://u:hunter5@p:3128");
+        let shown = format!("{b:?}");
+        assert!(shown.contains("p:3128"), "{shown}");
+        assert!(!shown.contains("hunter5"), "{shown}");
+        let b = ClientBuilder::new("ws://h/").no_proxy();
+        assert!(format!("{b:?}").contains("proxy: None"));
+        let b = ClientBuilder::new("ws://h/");
+        assert!(format!("{b:?}").contains("proxy: FromEnvironment"));
+    }
+}

@@ -1,0 +1,244 @@
+//! Opening a connection: the opening handshake over TCP, TLS and proxies,
+//! redirects, the open timeout.
+
+use super::url::{parse_url, redirect_target, same_origin, Target};
+use super::ClientBuilder;
+use crate::error::{Error, ErrorKind, Result};
+use crate::socket::{mask_source, WebSocket};
+use crate::transport::Stream;
+use bytes::BytesMut;
+use http::{HeaderMap, HeaderValue};
+use std::sync::Arc;
+use tether_proto::handshake::{ClientHandshake, ClientRequest, Progress, Response};
+use tether_proto::Connection;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+impl ClientBuilder {
+    /// Opens the connection: resolves the host, races its addresses (Happy
+    /// Eyeballs, RFC 8305), performs the TLS handshake for `wss://`, then
+    /// the upgrade, all within the open timeout.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidUrl`], [`ErrorKind::Dns`], [`ErrorKind::Connect`]
+    /// (refused, reset, or closed during the handshake),
+    /// [`ErrorKind::Tls`] (certificate or host name not verified, TLS
+    /// refused), [`ErrorKind::Timeout`], [`ErrorKind::HttpStatus`] (with the
+    /// response), [`ErrorKind::Handshake`].
+    ///
+    /// # Cancel safety
+    /// Cancelling drops the attempt.
+    pub async fn connect(self) -> Result<WebSocket> {
+        self.connect_with_response().await.map(|(ws, _)| ws)
+    }
+
+    /// As [`ClientBuilder::connect`], and also returns the server's 101
+    /// response (its headers may carry cookies or server information).
+    ///
+    /// # Errors
+    /// As [`ClientBuilder::connect`].
+    ///
+    /// # Cancel safety
+    /// Cancelling drops the attempt.
+    pub async fn connect_with_response(self) -> Result<(WebSocket, Response)> {
+        let headers = self.provided_headers(1, false).await?;
+        let c = self.connect_full(headers).await?;
+        Ok((c.ws, c.response))
+    }
+
+    /// Connects, following redirects, within the open timeout. `headers`
+    /// replaces the builder's extra headers (a credentials provider's).
+    pub(crate) async fn connect_full(&self, headers: Option<HeaderMap>) -> Result<Connected> {
+        let headers = headers.unwrap_or_else(|| self.headers.clone());
+        let attempt = self.follow_redirects(headers);
+        let result = match self.open_timeout {
+            Some(t) => match tokio::time::timeout(t, attempt).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::msg(
+                    ErrorKind::Timeout,
+                    format!("timed out opening the connection after {t:?}"),
+                )),
+            },
+            None => attempt.await,
+        };
+        result.map_err(|e| {
+            if e.url().is_none() {
+                e.with_url(&self.url)
+            } else {
+                e
+            }
+        })
+    }
+
+    /// Follows 301, 302, 303, 307 and 308 with a Location, at most
+    /// [`MAX_REDIRECTS`] hops; never from `wss://` to `ws://`; drops
+    /// credentials when the origin changes (as websockets does).
+    async fn follow_redirects(&self, mut headers: HeaderMap) -> Result<Connected> {
+        let mut url = self.url.clone();
+        let mut permanent = true;
+        let mut cross_origin = false;
+        for hop in 0..=MAX_REDIRECTS {
+            let target = parse_url(&url)?;
+            let err = match self.open(&target, &headers).await {
+                Ok((ws, response)) => {
+                    let redirected = (hop > 0).then(|| Redirected {
+                        url: url.clone(),
+                        permanent,
+                        cross_origin,
+                    });
+                    return Ok(Connected {
+                        ws,
+                        response,
+                        redirected,
+                    });
+                }
+                Err(e) => e,
+            };
+            let status = err.status().unwrap_or(0);
+            let location = match (
+                status,
+                err.response().and_then(|r| r.header_str("location")),
+            ) {
+                // A proxy's redirect is not the server's: not followed.
+                (301 | 302 | 303 | 307 | 308, Some(l)) if !err.is_proxy() => l.to_string(),
+                _ => return Err(err.with_url(&url)),
+            };
+            if hop == MAX_REDIRECTS {
+                return Err(Error::msg(
+                    ErrorKind::Redirect,
+                    format!("too many redirects (more than {MAX_REDIRECTS})"),
+                )
+                .with_url(&url));
+            }
+            let next = redirect_target(&url, &location)
+                .map_err(|why| Error::msg(ErrorKind::Redirect, why).with_url(&url))?;
+            if same_origin(&url, &next) == Some(false) {
+                cross_origin = true;
+                for h in [
+                    http::header::AUTHORIZATION,
+                    http::header::COOKIE,
+                    http::header::PROXY_AUTHORIZATION,
+                ] {
+                    headers.remove(h);
+                }
+            }
+            permanent &= matches!(status, 301 | 308);
+            tracing::info!(
+                status,
+                from = %tether_proto::redact::redact_url(&url),
+                to = %tether_proto::redact::redact_url(&next),
+                "following redirect"
+            );
+            url = next;
+        }
+        unreachable!("the loop returns")
+    }
+
+    async fn open(&self, target: &Target, headers: &HeaderMap) -> Result<(WebSocket, Response)> {
+        let tcp = crate::proxy::connect(
+            &self.proxy,
+            &target.host,
+            target.port,
+            target.tls,
+            self.user_agent.as_deref(),
+        )
+        .await?;
+        let io = if target.tls {
+            crate::tls::connect(&self.tls, tcp, &target.host).await?
+        } else {
+            Stream::Tcp(tcp)
+        };
+        self.handshake(io, target, headers).await
+    }
+
+    pub(crate) fn request(&self, target: &Target, headers: &HeaderMap) -> ClientRequest {
+        let mut headers = headers.clone();
+        // Credentials in the URL become Basic auth, unless an explicit
+        // Authorization header was given: never two Authorization headers.
+        if let Some(auth) = &target.basic_auth {
+            if !headers.contains_key(http::header::AUTHORIZATION) {
+                if let Ok(v) = HeaderValue::from_str(auth) {
+                    headers.insert(http::header::AUTHORIZATION, v);
+                }
+            }
+        }
+        ClientRequest {
+            host: target.host_header.clone(),
+            target: target.resource.clone(),
+            origin: self.origin.clone(),
+            subprotocols: self.subprotocols.clone(),
+            headers,
+            user_agent: self.user_agent.clone(),
+            compression: self.config.compression,
+        }
+    }
+
+    async fn handshake(
+        &self,
+        mut io: Stream,
+        target: &Target,
+        headers: &HeaderMap,
+    ) -> Result<(WebSocket, Response)> {
+        let mut key = [0u8; 16];
+        getrandom::getrandom(&mut key).map_err(|e| {
+            Error::msg(
+                ErrorKind::Io,
+                format!("no randomness for the handshake key: {e}"),
+            )
+        })?;
+        let request = self.request(target, headers);
+        let mut hs = ClientHandshake::new(&request, key);
+        io.write_all(hs.request()).await.map_err(|e| {
+            Error::io(ErrorKind::Connect, e)
+                .with_message("connection lost while sending the upgrade request")
+        })?;
+        let mut buf = BytesMut::with_capacity(4096);
+        let accepted = loop {
+            buf.clear();
+            let n = io.read_buf(&mut buf).await.map_err(|e| {
+                // A TLS alert here (TLS 1.3 servers refuse a client
+                // certificate after the handshake) is ErrorKind::Tls.
+                crate::tls::refusal(e, &target.host).unwrap_or_else(|e| {
+                    Error::io(ErrorKind::Connect, e)
+                        .with_message("connection lost during the opening handshake")
+                })
+            })?;
+            let progress = if n == 0 {
+                hs.receive_eof()
+            } else {
+                hs.receive(&buf)
+            };
+            // A refusal's body is shown in errors: a server that echoes the
+            // request back must not make our credentials appear there.
+            match progress.map_err(|e| Error::from(e).redact_body(&request.headers))? {
+                Progress::NeedMore => continue,
+                Progress::Done(a) => break a,
+            }
+        };
+        let mut conn = Connection::client(self.config.proto(), mask_source());
+        conn.set_negotiated(accepted.negotiated);
+        let mut ws =
+            WebSocket::from_parts(io, conn, accepted.leftover, Arc::new(self.config.clone()));
+        ws.set_subprotocol(accepted.subprotocol);
+        Ok((ws, accepted.response))
+    }
+}
+
+/// The most redirects followed in one attempt (as websockets).
+pub(crate) const MAX_REDIRECTS: usize = 10;
+
+/// A connection, and where redirects led it.
+pub(crate) struct Connected {
+    pub(crate) ws: WebSocket,
+    pub(crate) response: Response,
+    pub(crate) redirected: Option<Redirected>,
+}
+
+/// The URL a connection was redirected to.
+#[derive(Debug, Clone)]
+pub(crate) struct Redirected {
+    pub(crate) url: String,
+    /// True when every hop was permanent (301 or 308).
+    pub(crate) permanent: bool,
+    /// True when a hop changed the origin (credentials were dropped on it).
+    pub(crate) cross_origin: bool,
+}
