@@ -1,6 +1,6 @@
 //! The client side of the opening handshake (RFC 6455 §4.1).
 
-use super::{accept_key, header_has_token, Response, ResponseProgress, ResponseReader};
+use super::{accept_key, check_upgrade_headers, Response, ResponseProgress, ResponseReader};
 use crate::connection::Negotiated;
 use crate::error::HandshakeError;
 use crate::redact::RedactedHeaders;
@@ -198,18 +198,7 @@ impl ClientHandshake {
     /// RFC 6455 §4.1, the client's checks of a 101 response.
     fn validate(&mut self, response: Response) -> Result<Progress, HandshakeError> {
         let h = &response.headers;
-        if !h.contains_key("upgrade") {
-            return Err(HandshakeError::MissingHeader("Upgrade"));
-        }
-        if !header_has_token(h, "upgrade", "websocket") {
-            return Err(HandshakeError::InvalidHeader("Upgrade"));
-        }
-        if !h.contains_key("connection") {
-            return Err(HandshakeError::MissingHeader("Connection"));
-        }
-        if !header_has_token(h, "connection", "upgrade") {
-            return Err(HandshakeError::InvalidHeader("Connection"));
-        }
+        check_upgrade_headers(h)?;
         let accept = h.get_all("sec-websocket-accept").iter().collect::<Vec<_>>();
         match accept.as_slice() {
             [] => return Err(HandshakeError::MissingHeader("Sec-WebSocket-Accept")),

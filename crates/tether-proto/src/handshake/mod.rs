@@ -38,6 +38,23 @@ pub fn accept_key(key: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(sha.finalize())
 }
 
+/// The headers both sides check (RFC 6455 §4.1, §4.2.1): `Upgrade`
+/// containing `websocket` and `Connection` containing `upgrade`.
+pub(crate) fn check_upgrade_headers(h: &HeaderMap) -> Result<(), HandshakeError> {
+    for (name, shown, token) in [
+        ("upgrade", "Upgrade", "websocket"),
+        ("connection", "Connection", "upgrade"),
+    ] {
+        if !h.contains_key(name) {
+            return Err(HandshakeError::MissingHeader(shown));
+        }
+        if !header_has_token(h, name, token) {
+            return Err(HandshakeError::InvalidHeader(shown));
+        }
+    }
+    Ok(())
+}
+
 /// True when the comma-separated header `name` contains `token`,
 /// case-insensitively, in any of its field lines (RFC 7230 §7).
 pub fn header_has_token(headers: &HeaderMap, name: &str, token: &str) -> bool {

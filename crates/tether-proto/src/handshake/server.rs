@@ -1,7 +1,7 @@
 //! The server side of the opening handshake (RFC 6455 §4.2).
 
 use super::{
-    accept_key, header_has_token, scan_head, to_header_map, Request, Response, MAX_HEADERS,
+    accept_key, check_upgrade_headers, scan_head, to_header_map, Request, Response, MAX_HEADERS,
 };
 use crate::error::HandshakeError;
 use base64::Engine;
@@ -147,18 +147,7 @@ impl ServerHandshake {
         if !h.contains_key("host") {
             return Err(HandshakeError::MissingHeader("Host"));
         }
-        if !h.contains_key("upgrade") {
-            return Err(HandshakeError::MissingHeader("Upgrade"));
-        }
-        if !header_has_token(h, "upgrade", "websocket") {
-            return Err(HandshakeError::InvalidHeader("Upgrade"));
-        }
-        if !h.contains_key("connection") {
-            return Err(HandshakeError::MissingHeader("Connection"));
-        }
-        if !header_has_token(h, "connection", "upgrade") {
-            return Err(HandshakeError::InvalidHeader("Connection"));
-        }
+        check_upgrade_headers(h)?;
         let keys: Vec<&HeaderValue> = h.get_all("sec-websocket-key").iter().collect();
         let key = match keys.as_slice() {
             [] => return Err(HandshakeError::MissingHeader("Sec-WebSocket-Key")),
