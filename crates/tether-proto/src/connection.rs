@@ -331,9 +331,23 @@ impl Connection {
             }
             let cur = self.current.take().expect("current frame");
             let payload = self.read_buf.split_to(cur.len);
+            if cur.len > 4 * READ_CHUNK {
+                self.shrink_read_buf();
+            }
             if let Some(msg) = self.complete_frame(cur, payload)? {
                 return Ok(Some(msg));
             }
+        }
+    }
+
+    /// After a large frame: the bytes left in the buffer still share the
+    /// frame's allocation, which would stay alive as long as the buffer
+    /// does, after the message itself is dropped. Move a small remainder
+    /// to a fresh buffer, so an idle connection holds no peak allocation.
+    fn shrink_read_buf(&mut self) {
+        if self.read_buf.len() <= READ_CHUNK {
+            let rest = std::mem::take(&mut self.read_buf);
+            self.read_buf = BytesMut::from(&rest[..]);
         }
     }
 

@@ -283,8 +283,16 @@ pub fn client_accept<'a>(
 }
 
 /// Compresses outgoing messages.
+///
+/// The zlib state (a few hundred KiB at 15 window bits) is created by the
+/// first message compressed, not with the connection: most connections of a
+/// server never send a message above the compression threshold. With
+/// `no_context_takeover` it is released after each message, since nothing
+/// carries over to the next one.
 pub struct Deflater {
-    z: Compress,
+    z: Option<Compress>,
+    level: u32,
+    window_bits: u8,
     reset_each_message: bool,
 }
 
@@ -292,6 +300,7 @@ impl std::fmt::Debug for Deflater {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Deflater")
             .field("reset_each_message", &self.reset_each_message)
+            .field("allocated", &self.z.is_some())
             .finish()
     }
 }
@@ -299,29 +308,37 @@ impl std::fmt::Debug for Deflater {
 impl Deflater {
     /// A compressor with `window_bits` (9-15; 8 is raised to 9 by zlib and
     /// is never negotiated here) that resets after each message when
-    /// `no_context_takeover`.
+    /// `no_context_takeover`. Allocates nothing until the first message.
     pub fn new(level: u32, window_bits: u8, no_context_takeover: bool) -> Self {
         Deflater {
-            z: Compress::new_with_window_bits(
-                Compression::new(level.min(9)),
-                false,
-                window_bits.clamp(9, 15),
-            ),
+            z: None,
+            level: level.min(9),
+            window_bits: window_bits.clamp(9, 15),
             reset_each_message: no_context_takeover,
         }
     }
 
+    /// Whether the zlib state is allocated (between the first message and
+    /// the end of a message without context takeover).
+    pub fn is_allocated(&self) -> bool {
+        self.z.is_some()
+    }
+
     /// Compresses one whole message (RFC 7692 §7.2.1).
     pub fn compress(&mut self, data: &[u8]) -> Vec<u8> {
+        let (level, bits) = (self.level, self.window_bits);
+        let z = self.z.get_or_insert_with(|| {
+            Compress::new_with_window_bits(Compression::new(level), false, bits)
+        });
         let mut out = Vec::with_capacity(data.len() / 2 + 64);
         let mut input = data;
         loop {
             if out.capacity() - out.len() < 64 {
                 out.reserve(out.capacity().max(256));
             }
-            let before = self.z.total_in();
-            let status = self.z.compress_vec(input, &mut out, FlushCompress::Sync);
-            input = &input[(self.z.total_in() - before) as usize..];
+            let before = z.total_in();
+            let status = z.compress_vec(input, &mut out, FlushCompress::Sync);
+            input = &input[(z.total_in() - before) as usize..];
             // Done when all input is in and the flush fit in the buffer.
             if input.is_empty() && out.len() < out.capacity() {
                 break;
@@ -338,7 +355,8 @@ impl Deflater {
             out.push(0);
         }
         if self.reset_each_message {
-            self.z.reset();
+            // RFC 7692 §7.1.1.1: nothing carries over; free the state.
+            self.z = None;
         }
         out
     }
@@ -347,7 +365,9 @@ impl Deflater {
 /// Decompresses incoming messages, enforcing the message size limit while
 /// inflating, never after (a decompression bomb stops at the limit).
 pub struct Inflater {
-    z: Decompress,
+    /// Created by the first compressed message; released after each message
+    /// when the peer resets its context (`no_context_takeover`).
+    z: Option<Decompress>,
     reset_each_message: bool,
     /// The peer ended its DEFLATE stream in the current message (a block
     /// with BFINAL set, RFC 7692 §7.2.3.4): the rest of the message is not
@@ -359,19 +379,26 @@ impl std::fmt::Debug for Inflater {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Inflater")
             .field("reset_each_message", &self.reset_each_message)
+            .field("allocated", &self.z.is_some())
             .finish()
     }
 }
 
 impl Inflater {
     /// A decompressor. It always uses a 15-bit window: a window at least as
-    /// large as the peer's is all inflating needs.
+    /// large as the peer's is all inflating needs. Allocates nothing until
+    /// the first compressed message.
     pub fn new(no_context_takeover: bool) -> Self {
         Inflater {
-            z: Decompress::new_with_window_bits(false, 15),
+            z: None,
             reset_each_message: no_context_takeover,
             ended: false,
         }
+    }
+
+    /// Whether the zlib state is allocated.
+    pub fn is_allocated(&self) -> bool {
+        self.z.is_some()
     }
 
     /// Inflates one frame's payload, appending to `out`; with `last`, also
@@ -390,10 +417,15 @@ impl Inflater {
             if !self.ended {
                 self.feed(&TAIL, out, limit)?;
             }
-            if self.reset_each_message || self.ended {
-                self.z.reset(false);
-                self.ended = false;
+            if self.reset_each_message {
+                // The peer starts afresh each message: free the state.
+                self.z = None;
+            } else if self.ended {
+                if let Some(z) = &mut self.z {
+                    z.reset(false);
+                }
             }
+            self.ended = false;
         }
         Ok(())
     }
@@ -404,6 +436,9 @@ impl Inflater {
         out: &mut Vec<u8>,
         limit: usize,
     ) -> Result<(), ProtocolError> {
+        let z = self
+            .z
+            .get_or_insert_with(|| Decompress::new_with_window_bits(false, 15));
         loop {
             // Never let the buffer grow past limit + 1 bytes: one byte over
             // proves the message is too big.
@@ -421,13 +456,12 @@ impl Inflater {
                 out.reserve_exact(want);
             }
             let spare_before = out.capacity() - out.len();
-            let before_in = self.z.total_in();
+            let before_in = z.total_in();
             let before_out = out.len();
-            let status = self
-                .z
+            let status = z
                 .decompress_vec(input, out, FlushDecompress::Sync)
                 .map_err(|_| ProtocolError::Deflate("invalid compressed data"))?;
-            let consumed = (self.z.total_in() - before_in) as usize;
+            let consumed = (z.total_in() - before_in) as usize;
             let produced = out.len() - before_out;
             input = &input[consumed..];
             if out.len() > limit {
@@ -491,6 +525,30 @@ mod tests {
             .inflate(&b, true, &mut out, 1000)
             .unwrap();
         assert_eq!(out, b"hello hello hello");
+    }
+
+    #[test]
+    fn zlib_state_is_created_when_first_used_and_released_without_takeover() {
+        let mut c = Deflater::new(6, 12, false);
+        let mut d = Inflater::new(false);
+        assert!(
+            !c.is_allocated() && !d.is_allocated(),
+            "nothing before a message"
+        );
+        roundtrip(&mut c, &mut d, b"hello hello hello");
+        assert!(
+            c.is_allocated() && d.is_allocated(),
+            "kept for context takeover"
+        );
+        let mut c = Deflater::new(6, 12, true);
+        let mut d = Inflater::new(true);
+        for _ in 0..3 {
+            roundtrip(&mut c, &mut d, b"hello hello hello");
+            assert!(
+                !c.is_allocated() && !d.is_allocated(),
+                "released after each message"
+            );
+        }
     }
 
     #[test]

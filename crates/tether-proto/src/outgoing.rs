@@ -8,6 +8,10 @@ use std::io::IoSlice;
 /// (servers only: client payloads must be masked, which needs a copy).
 const ZERO_COPY_THRESHOLD: usize = 4096;
 
+/// A drained write buffer keeps an allocation up to this size for the next
+/// frames; a larger one (left by a large message) is released.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
 /// Bytes waiting to be written, as a list of chunks: frame headers and small
 /// payloads are packed into one buffer, large payloads are queued without a
 /// copy. It implements [`Buf`], whose `chunks_vectored` feeds `writev`.
@@ -18,6 +22,8 @@ pub struct Outgoing {
     /// The buffer currently being appended to; always last in order.
     tail: BytesMut,
     len: usize,
+    /// `tail` grew past [`KEEP_CAPACITY`]: release it once drained.
+    grown: bool,
 }
 
 impl Outgoing {
@@ -34,6 +40,11 @@ impl Outgoing {
     pub(crate) fn push_slice(&mut self, data: &[u8]) {
         self.tail.extend_from_slice(data);
         self.len += data.len();
+        self.note_growth();
+    }
+
+    fn note_growth(&mut self) {
+        self.grown |= self.tail.capacity() > KEEP_CAPACITY;
     }
 
     /// Appends `n` bytes and lets `f` fill them (used to mask in place).
@@ -42,6 +53,7 @@ impl Outgoing {
         self.tail.extend_from_slice(data);
         f(&mut self.tail[start..]);
         self.len += data.len();
+        self.note_growth();
     }
 
     pub(crate) fn push_bytes(&mut self, data: &Bytes) {
@@ -93,8 +105,14 @@ impl Buf for Outgoing {
             }
         }
         if self.tail.is_empty() && self.chunks.is_empty() {
-            // Let the next frame reuse the allocation from its start.
-            self.tail.clear();
+            if std::mem::take(&mut self.grown) {
+                // A large message grew the buffer: give the peak back, so
+                // an idle connection stays small.
+                self.tail = BytesMut::new();
+            } else {
+                // Let the next frame reuse the allocation from its start.
+                self.tail.clear();
+            }
         }
     }
 
@@ -137,6 +155,22 @@ mod tests {
         expected.extend_from_slice(b"cd");
         assert_eq!(all, expected);
         assert_eq!(o.len(), 0);
+    }
+
+    #[test]
+    fn a_large_message_does_not_keep_its_buffer() {
+        let mut o = Outgoing::default();
+        o.push_slice(&vec![7u8; 4 * KEEP_CAPACITY]);
+        let n = o.remaining();
+        o.advance(n);
+        // A kept allocation would be reclaimed whole by `reserve`.
+        o.reserve(1);
+        assert!(o.tail.capacity() <= KEEP_CAPACITY, "{}", o.tail.capacity());
+        o.push_slice(&[7u8; 100]);
+        let n = o.remaining();
+        o.advance(n);
+        o.reserve(1);
+        assert!(o.tail.capacity() >= 100, "a small buffer is kept for reuse");
     }
 
     #[test]
