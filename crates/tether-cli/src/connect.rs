@@ -139,7 +139,10 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
     let out = Arc::new(Out::new(json, !stdin_tty));
     let mut builder = ClientBuilder::new(args.url.clone())
         .open_timeout(args.open_timeout.0)
-        .config(socket_config(&args.limits));
+        .config(socket_config(
+            tether::WebSocketConfig::default(),
+            &args.limits,
+        ));
     // Which credential headers go out, for the message after a 401/403.
     let mut credentials = Vec::new();
     if args

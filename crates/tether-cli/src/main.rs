@@ -98,8 +98,10 @@ pub(crate) fn parse_duration(s: &str) -> Result<Secs, String> {
     }
 }
 
-pub(crate) fn socket_config(l: &Limits) -> tether::WebSocketConfig {
-    let mut c = tether::WebSocketConfig::default();
+/// `base` with the limits of the command line applied: the library's
+/// defaults stay unless a flag changes them.
+pub(crate) fn socket_config(base: tether::WebSocketConfig, l: &Limits) -> tether::WebSocketConfig {
+    let mut c = base;
     c.max_message_size = l.max_size.0;
     c.close_timeout = l.close_timeout.0;
     c.ping_interval = l.ping_interval.0;

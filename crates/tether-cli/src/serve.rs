@@ -39,7 +39,10 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
         eprintln!("tether: choose what the server does: --echo or --broadcast");
         return ExitCode::from(EXIT_USAGE);
     }
-    let mut builder = ServerBuilder::new().config(socket_config(&args.limits));
+    let mut builder = ServerBuilder::new().config(socket_config(
+        tether::WebSocketConfig::server(),
+        &args.limits,
+    ));
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         builder = match builder.tls_pem(cert, key) {
             Ok(b) => b,

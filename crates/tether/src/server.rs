@@ -83,11 +83,7 @@ impl Default for ServerBuilder {
 impl ServerBuilder {
     /// The defaults: open timeout 10 s, max message 1 MiB, close timeout 10 s.
     pub fn new() -> Self {
-        // As websockets: accept compression, with a 12-bit server window.
-        let config = WebSocketConfig {
-            compression: Some(tether_proto::deflate::DeflateConfig::server_default()),
-            ..WebSocketConfig::default()
-        };
+        let config = WebSocketConfig::server();
         ServerBuilder {
             config,
             subprotocols: Vec::new(),
