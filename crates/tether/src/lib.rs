@@ -44,6 +44,7 @@
 mod client;
 mod error;
 pub mod proxy;
+mod queue;
 pub mod reconnect;
 mod server;
 mod socket;

@@ -372,3 +372,32 @@ async fn session_recv_and_send_are_cancel_safe() {
     );
     let _ = log;
 }
+
+/// The send queue is bounded by bytes too: with nobody listening and a
+/// 1,000-byte queue, a second 600-byte message waits, and only the first is
+/// left when the session closes.
+#[tokio::test]
+async fn send_queue_is_bounded_by_bytes() {
+    let addr = free_addr();
+    let session = ClientBuilder::new(format!("ws://{addr}/"))
+        .session(fast_policy())
+        .queue_bytes(1000)
+        .start();
+    session.send(Message::binary(vec![1u8; 600])).await.unwrap();
+    let second = timeout(
+        Duration::from_millis(200),
+        session.send(Message::binary(vec![2u8; 600])),
+    )
+    .await;
+    assert!(
+        second.is_err(),
+        "600 + 600 bytes do not fit in 1,000: send waits"
+    );
+    // Small messages still fit in what is left.
+    session.send(Message::binary(vec![3u8; 300])).await.unwrap();
+    let left = timeout(T, session.close(CloseCode::NORMAL, ""))
+        .await
+        .unwrap();
+    let sizes: Vec<usize> = left.iter().map(|m| m.len()).collect();
+    assert_eq!(sizes, vec![600, 300]);
+}

@@ -5,6 +5,7 @@ use super::policy::{Plan, Planner};
 use super::ReconnectPolicy;
 use crate::client::ClientBuilder;
 use crate::error::{Error, ErrorKind, Result};
+use crate::queue;
 use crate::socket::{EndInfo, WebSocket};
 use std::collections::VecDeque;
 use std::future::Future;
@@ -12,7 +13,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tether_proto::{CloseCode, Message};
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 use tokio::time::Instant;
 
 type OnConnect =
@@ -52,6 +53,7 @@ pub struct SessionBuilder {
     builder: ClientBuilder,
     policy: ReconnectPolicy,
     queue: usize,
+    queue_bytes: usize,
     on_connect: Option<Arc<OnConnect>>,
 }
 
@@ -61,6 +63,7 @@ impl std::fmt::Debug for SessionBuilder {
             .field("builder", &self.builder)
             .field("policy", &self.policy)
             .field("queue", &self.queue)
+            .field("queue_bytes", &self.queue_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -71,6 +74,7 @@ impl SessionBuilder {
             builder,
             policy,
             queue: 1024,
+            queue_bytes: 1 << 20,
             on_connect: None,
         }
     }
@@ -80,6 +84,16 @@ impl SessionBuilder {
     /// Past it, `send` waits.
     pub fn queue_capacity(mut self, n: usize) -> Self {
         self.queue = n.max(1);
+        self
+    }
+
+    /// The payload bytes each queue may hold (the messages `send` queued,
+    /// and those received and not yet taken by `recv`); default 1 MiB.
+    /// Past it, `send` waits, and the session stops reading from the
+    /// server until `recv` makes room. A single message larger than this
+    /// waits for an empty queue.
+    pub fn queue_bytes(mut self, n: usize) -> Self {
+        self.queue_bytes = n.max(1);
         self
     }
 
@@ -96,8 +110,8 @@ impl SessionBuilder {
 
     /// Starts the session on a background task (needs a tokio runtime).
     pub fn start(self) -> Session {
-        let (out_tx, out_rx) = mpsc::channel(self.queue);
-        let (in_tx, in_rx) = mpsc::channel(self.queue);
+        let (out_tx, out_rx) = queue::channel(self.queue, self.queue_bytes);
+        let (in_tx, in_rx) = queue::channel(self.queue, self.queue_bytes);
         let (state_tx, state_rx) = watch::channel(SessionState::Connecting { attempt: 1 });
         let ctl = Arc::new(Control {
             reconnect: Notify::new(),
@@ -142,7 +156,9 @@ struct Control {
 ///   acknowledgements when every message matters. Nothing is dropped
 ///   silently: when the session stops, `send` fails and the messages still
 ///   queued are returned by [`Session::undelivered`].
-/// - Both queues are bounded: when the application does not call `recv`,
+/// - Both queues are bounded, by count and by bytes
+///   ([`SessionBuilder::queue_capacity`], [`SessionBuilder::queue_bytes`],
+///   1024 messages and 1 MiB by default): when the application does not call `recv`,
 ///   received messages fill the receive queue and the session stops reading
 ///   (backpressure), so keep a task receiving while another sends.
 /// - A close from the server reconnects or stops by the close-code table of
@@ -166,8 +182,8 @@ struct Control {
 /// # Ok(()) }
 /// ```
 pub struct Session {
-    out_tx: mpsc::Sender<Message>,
-    in_rx: mpsc::Receiver<Message>,
+    out_tx: queue::Sender,
+    in_rx: queue::Receiver,
     state: watch::Receiver<SessionState>,
     ctl: Arc<Control>,
     task: Option<tokio::task::JoinHandle<VecDeque<Message>>>,
@@ -275,8 +291,8 @@ struct Driver {
     builder: ClientBuilder,
     planner: Planner,
     on_connect: Option<Arc<OnConnect>>,
-    out_rx: mpsc::Receiver<Message>,
-    in_tx: mpsc::Sender<Message>,
+    out_rx: queue::Receiver,
+    in_tx: queue::Sender,
     state: watch::Sender<SessionState>,
     ctl: Arc<Control>,
     /// Messages to send first on the next connection: they were not
@@ -352,7 +368,7 @@ impl Driver {
     fn leftovers(&mut self) -> VecDeque<Message> {
         self.out_rx.close();
         let mut left = std::mem::take(&mut self.resend);
-        while let Ok(m) = self.out_rx.try_recv() {
+        while let Some(m) = self.out_rx.try_recv() {
             left.push_back(m);
         }
         left
