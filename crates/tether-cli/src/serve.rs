@@ -5,10 +5,10 @@ use crate::{socket_config, Limits, EXIT_ERROR, EXIT_USAGE};
 use clap::Args;
 use std::collections::HashMap;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use tether::{Message, ServerBuilder, WebSocket};
-use tokio::sync::mpsc;
+use tether::{CloseCode, Message, ServerBuilder, WebSocket};
+use tokio::sync::{mpsc, Notify};
 
 /// Options of `tether serve`.
 #[derive(Args)]
@@ -28,11 +28,44 @@ pub(crate) struct ServeArgs {
     /// The private key (PEM) of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+    /// With --broadcast: the most bytes queued for one peer. A peer that
+    /// falls this far behind is closed with 1013 (try again later).
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20, requires = "broadcast")]
+    max_queue_bytes: usize,
     #[command(flatten)]
     limits: Limits,
 }
 
-type Peers = Arc<Mutex<HashMap<u64, mpsc::Sender<Message>>>>;
+type Peers = Arc<Mutex<HashMap<u64, Peer>>>;
+
+/// A broadcast peer: its queue, and the bytes in it.
+#[derive(Clone)]
+struct Peer {
+    tx: mpsc::UnboundedSender<Message>,
+    queued: Arc<AtomicUsize>,
+    /// Set once the peer fell too far behind; its writer closes it.
+    too_slow: Arc<AtomicBool>,
+    kick: Arc<Notify>,
+}
+
+impl Peer {
+    /// Queues `m` unless that would take the peer past `max` bytes: then
+    /// the peer is marked too slow (once) and its writer closes it.
+    fn offer(&self, m: &Message, max: usize) -> bool {
+        if self.too_slow.load(Ordering::Relaxed) {
+            return false;
+        }
+        let n = m.len();
+        if self.queued.fetch_add(n, Ordering::AcqRel) + n > max {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            if !self.too_slow.swap(true, Ordering::AcqRel) {
+                self.kick.notify_one();
+            }
+            return false;
+        }
+        self.tx.send(m.clone()).is_ok()
+    }
+}
 
 pub(crate) async fn run(args: ServeArgs) -> ExitCode {
     if !args.echo && !args.broadcast {
@@ -56,6 +89,7 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
     let peers: Peers = Arc::default();
     let ids = Arc::new(AtomicU64::new(0));
     let broadcast = args.broadcast;
+    let max_queue = args.max_queue_bytes;
     let server = builder
         .serve(args.addr.as_str(), move |ws: WebSocket| {
             let peers = peers.clone();
@@ -68,7 +102,7 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
                     peer.map_or("?".into(), |p| p.to_string())
                 );
                 if broadcast {
-                    broadcast_peer(ws, id, peers).await;
+                    broadcast_peer(ws, id, peers, max_queue).await;
                 } else {
                     echo(ws).await;
                 }
@@ -111,35 +145,65 @@ async fn echo(mut ws: WebSocket) {
 }
 
 /// Relays every data message of this peer to all peers (itself included).
-/// A peer too slow to keep up loses messages rather than slowing the others.
-async fn broadcast_peer(ws: WebSocket, id: u64, peers: Peers) {
+///
+/// What one peer can make the server hold is bounded by bytes: each peer's
+/// queue holds at most `max_queue` bytes. A peer that falls that far behind
+/// (it stopped reading, or reads slower than the others publish) is closed
+/// with 1013 "try again later" rather than slowing the others or silently
+/// losing messages: the client learns that it missed messages, and a
+/// reconnecting client (tether's retries 1013 with backoff) comes back.
+async fn broadcast_peer(ws: WebSocket, id: u64, peers: Peers, max_queue: usize) {
     let (mut rx, mut tx) = ws.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<Message>(1024);
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
+    let me = Peer {
+        tx: out_tx,
+        queued: Arc::default(),
+        too_slow: Arc::default(),
+        kick: Arc::default(),
+    };
     peers
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(id, out_tx);
+        .insert(id, me.clone());
     let writer = tokio::spawn(async move {
-        while let Some(m) = out_rx.recv().await {
-            if tx.send(m).await.is_err() {
-                break;
+        loop {
+            let m = tokio::select! {
+                biased;
+                _ = me.kick.notified() => break,
+                m = out_rx.recv() => match m { Some(m) => m, None => return },
+            };
+            let n = m.len();
+            tokio::select! {
+                biased;
+                _ = me.kick.notified() => break,
+                r = tx.send(m) => if r.is_err() { return },
             }
+            me.queued.fetch_sub(n, Ordering::AcqRel);
         }
+        // Too slow: drop its backlog now, and close (the close timeout
+        // bounds the wait for a peer that does not read at all).
+        drop(out_rx);
+        tracing::warn!(peer = id, max_queue, "peer too slow: closing it with 1013");
+        eprintln!("* connection {id} too slow (over {max_queue} bytes queued): closing with 1013");
+        let _ = tx
+            .close(
+                CloseCode::TRY_AGAIN_LATER,
+                "too slow: messages came faster than it read",
+            )
+            .await;
     });
     while let Some(Ok(m)) = rx.recv().await {
         if !m.is_data() {
             continue;
         }
-        let targets: Vec<(u64, mpsc::Sender<Message>)> = peers
+        let targets: Vec<(u64, Peer)> = peers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .map(|(k, v)| (*k, v.clone()))
             .collect();
-        for (peer, t) in targets {
-            if t.try_send(m.clone()).is_err() {
-                tracing::warn!(peer, "peer too slow or gone; message dropped for it");
-            }
+        for (_, peer) in targets {
+            peer.offer(&m, max_queue);
         }
     }
     peers.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
