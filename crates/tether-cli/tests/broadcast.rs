@@ -146,7 +146,7 @@ async fn slow_broadcast_peer_is_closed_and_memory_stays_bounded() {
     // Its connection is gone: reading now drains what the kernel held, then EOF.
     let mut buf = vec![0u8; 1 << 20];
     tokio::time::timeout(Duration::from_secs(5), async {
-        while slow.read(&mut buf).await.map_or(false, |n| n > 0) {}
+        while slow.read(&mut buf).await.is_ok_and(|n| n > 0) {}
     })
     .await
     .expect("the slow peer's connection was not closed");
