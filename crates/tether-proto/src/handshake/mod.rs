@@ -69,37 +69,61 @@ pub fn header_has_token(headers: &HeaderMap, name: &str, token: &str) -> bool {
 /// response head in `buf`. Returns `Ok(Some(len))` with the head's length
 /// (including the blank line) when it is complete, `Ok(None)` when more bytes
 /// are needed.
+#[cfg(test)]
 fn scan_head(buf: &[u8]) -> Result<Option<usize>, HandshakeError> {
-    let mut start = 0;
-    let mut line_no = 0;
-    loop {
-        let Some(nl) = buf[start..].iter().position(|&b| b == b'\n') else {
-            let partial = buf.len() - start;
-            if partial > MAX_LINE {
-                return Err(if line_no == 0 {
-                    HandshakeError::LineTooLong
-                } else {
-                    HandshakeError::HeadersTooLarge
-                });
-            }
-            return Ok(None);
-        };
-        let line_len = nl; // without the newline
-        if line_len > MAX_LINE + 1 {
-            return Err(if line_no == 0 {
+    HeadScanner::default().scan(buf)
+}
+
+/// Finds the end of an HTTP head as its bytes arrive, checking the line
+/// length and header count limits on the way. It resumes where the last
+/// call stopped, so each byte is looked at once: a peer that sends a large
+/// head in small pieces costs time linear in its size, not quadratic.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct HeadScanner {
+    /// Where the current (incomplete) line starts.
+    line_start: usize,
+    /// How far past `line_start` was already searched for a newline.
+    searched: usize,
+    /// Complete lines so far.
+    line_no: usize,
+}
+
+impl HeadScanner {
+    /// Scans `buf` (the same buffer as before, with bytes appended).
+    /// `Ok(Some(len))`: the head is complete and `len` bytes long (with the
+    /// blank line); `Ok(None)`: more bytes are needed.
+    pub(crate) fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, HandshakeError> {
+        let too_long = |line_no: usize| {
+            if line_no == 0 {
                 HandshakeError::LineTooLong
             } else {
                 HandshakeError::HeadersTooLarge
-            });
-        }
-        let line = &buf[start..start + nl];
-        start += nl + 1;
-        if line_no > 0 && (line.is_empty() || line == b"\r") {
-            return Ok(Some(start));
-        }
-        line_no += 1;
-        if line_no > MAX_HEADERS + 1 {
-            return Err(HandshakeError::HeadersTooLarge);
+            }
+        };
+        loop {
+            let from = self.line_start + self.searched;
+            let Some(nl) = buf[from..].iter().position(|&b| b == b'\n') else {
+                self.searched = buf.len() - self.line_start;
+                if self.searched > MAX_LINE {
+                    return Err(too_long(self.line_no));
+                }
+                return Ok(None);
+            };
+            let line_len = self.searched + nl; // without the newline
+            if line_len > MAX_LINE + 1 {
+                return Err(too_long(self.line_no));
+            }
+            let line = &buf[self.line_start..self.line_start + line_len];
+            let blank = line.is_empty() || line == b"\r";
+            self.line_start += line_len + 1;
+            self.searched = 0;
+            if self.line_no > 0 && blank {
+                return Ok(Some(self.line_start));
+            }
+            self.line_no += 1;
+            if self.line_no > MAX_HEADERS + 1 {
+                return Err(HandshakeError::HeadersTooLarge);
+            }
         }
     }
 }
@@ -119,6 +143,49 @@ fn to_header_map(headers: &[httparse::Header<'_>]) -> Result<HeaderMap, Handshak
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Scans `head` fed in pieces cut at `cuts`, as a reader would.
+    fn scan_in_pieces(head: &[u8], cuts: &[usize]) -> Result<Option<usize>, HandshakeError> {
+        let mut s = HeadScanner::default();
+        let mut ends: Vec<usize> = cuts.iter().map(|c| c % (head.len() + 1)).collect();
+        ends.push(head.len());
+        ends.sort_unstable();
+        for end in ends {
+            if let Some(n) = s.scan(&head[..end])? {
+                return Ok(Some(n));
+            }
+        }
+        Ok(None)
+    }
+
+    proptest! {
+        /// Fed in any pieces, the scanner finds what one pass over the
+        /// whole head finds: the same length, or the same error.
+        #[test]
+        fn scanning_in_pieces_matches_one_pass(
+            lines in proptest::collection::vec("[ -~]{0,40}", 0..12),
+            long in 0usize..3,
+            crlf in any::<bool>(),
+            complete in any::<bool>(),
+            cuts in proptest::collection::vec(any::<usize>(), 0..20),
+        ) {
+            let nl = if crlf { "\r\n" } else { "\n" };
+            let mut head = format!("GET / HTTP/1.1{nl}");
+            for l in &lines {
+                head.push_str(&format!("X-{l}: v{nl}"));
+            }
+            if long > 0 {
+                head.push_str(&format!("X-Long: {}{nl}", "a".repeat(MAX_LINE * long)));
+            }
+            if complete {
+                head.push_str(nl);
+            }
+            let whole = scan_head(head.as_bytes()).map_err(|e| e.to_string());
+            let pieces = scan_in_pieces(head.as_bytes(), &cuts).map_err(|e| e.to_string());
+            prop_assert_eq!(whole, pieces);
+        }
+    }
 
     #[test]
     fn rfc_accept_example() {

@@ -4,7 +4,7 @@
 //! The client handshake reads the server's answer to the upgrade with it;
 //! the `tether` crate reads an HTTP proxy's answer to `CONNECT` with it.
 
-use super::{header_has_token, scan_head, to_header_map, Response, MAX_BODY_KEPT, MAX_HEADERS};
+use super::{header_has_token, to_header_map, HeadScanner, Response, MAX_BODY_KEPT, MAX_HEADERS};
 use crate::error::HandshakeError;
 use bytes::{Buf, Bytes, BytesMut};
 use std::fmt;
@@ -66,6 +66,7 @@ pub struct ResponseReader {
     max_headers: usize,
     http_1_0: bool,
     phase: Phase,
+    scan: HeadScanner,
 }
 
 impl fmt::Debug for ResponseReader {
@@ -98,6 +99,7 @@ impl ResponseReader {
             max_head: usize::MAX,
             max_headers: MAX_HEADERS,
             http_1_0: false,
+            scan: HeadScanner::default(),
             phase: Phase::Head,
         }
     }
@@ -188,7 +190,7 @@ impl ResponseReader {
     }
 
     fn head(&mut self) -> Result<ResponseProgress, HandshakeError> {
-        let head_len = match scan_head(&self.buf)? {
+        let head_len = match self.scan.scan(&self.buf)? {
             Some(n) if n <= self.max_head => n,
             None if self.buf.len() < self.max_head => return Ok(ResponseProgress::NeedMore),
             _ => return Err(HandshakeError::HeadersTooLarge),

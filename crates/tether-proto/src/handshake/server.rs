@@ -1,7 +1,7 @@
 //! The server side of the opening handshake (RFC 6455 §4.2).
 
 use super::{
-    accept_key, check_upgrade_headers, scan_head, to_header_map, Request, Response, MAX_HEADERS,
+    accept_key, check_upgrade_headers, to_header_map, HeadScanner, Request, Response, MAX_HEADERS,
 };
 use crate::error::HandshakeError;
 use base64::Engine;
@@ -24,6 +24,7 @@ use http::HeaderValue;
 #[derive(Debug, Default)]
 pub struct ServerHandshake {
     buf: BytesMut,
+    scan: HeadScanner,
 }
 
 /// A valid upgrade request, ready to be accepted.
@@ -108,7 +109,7 @@ impl ServerHandshake {
         if self.buf.first().is_some_and(|b| !b.is_ascii_uppercase()) {
             return Err(HandshakeError::Malformed("not an HTTP request".into()));
         }
-        let Some(head_len) = scan_head(&self.buf)? else {
+        let Some(head_len) = self.scan.scan(&self.buf)? else {
             return Ok(None);
         };
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
