@@ -5,12 +5,14 @@ use crate::socket::{WebSocket, WebSocketConfig};
 use bytes::BytesMut;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tether_proto::handshake::{Request, Response, ServerHandshake};
 use tether_proto::Connection;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -59,6 +61,8 @@ pub struct ServerBuilder {
     subprotocols: Vec<String>,
     process_request: Option<Arc<ProcessRequest>>,
     open_timeout: Option<Duration>,
+    max_connections: Option<usize>,
+    max_handshakes: usize,
     /// The certificate and key for TLS (set in `crate::tls`).
     pub(crate) tls: Option<crate::tls::ServerTls>,
 }
@@ -69,6 +73,8 @@ impl std::fmt::Debug for ServerBuilder {
             .field("config", &self.config)
             .field("subprotocols", &self.subprotocols)
             .field("open_timeout", &self.open_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("max_handshakes", &self.max_handshakes)
             .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
@@ -89,6 +95,8 @@ impl ServerBuilder {
             subprotocols: Vec::new(),
             process_request: None,
             open_timeout: Some(Duration::from_secs(10)),
+            max_connections: None,
+            max_handshakes: 256,
             tls: None,
         }
     }
@@ -118,6 +126,27 @@ impl ServerBuilder {
         self
     }
 
+    /// With [`ServerBuilder::serve`]: the most upgraded connections open at
+    /// once (default: no limit but the process's file descriptors). Beyond
+    /// it, an upgrade request is answered with 503 and `Retry-After: 5`, so
+    /// reconnecting clients (tether's among them) back off instead of
+    /// hammering a full server.
+    pub fn max_connections(mut self, n: Option<usize>) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// With [`ServerBuilder::serve`]: the most connections accepted but not
+    /// yet upgraded (TLS and HTTP handshakes in flight; default 256). At
+    /// the limit the server stops accepting until one finishes, so clients
+    /// that open connections and send nothing (or send slowly) cannot hold
+    /// more than this many request buffers, each for at most the open
+    /// timeout.
+    pub fn max_handshakes(mut self, n: usize) -> Self {
+        self.max_handshakes = n.max(1);
+        self
+    }
+
     crate::socket::socket_setters!();
 
     /// Performs the server handshake on `io`, as it is: the TLS settings
@@ -135,15 +164,8 @@ impl ServerBuilder {
     /// # Cancel safety
     /// Cancelling drops the connection.
     pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(&self, io: S) -> Result<WebSocket<S>> {
-        self.accept_inner(io, None).await
-    }
-
-    async fn accept_inner<S: AsyncRead + AsyncWrite + Unpin>(
-        &self,
-        io: S,
-        shutdown: Option<&CancellationToken>,
-    ) -> Result<WebSocket<S>> {
-        self.within_open_timeout(self.handshake(io, shutdown)).await
+        let (ws, _) = self.within_open_timeout(self.handshake(io, None)).await?;
+        Ok(ws)
     }
 
     /// Runs `fut` (a TLS handshake and an upgrade) within the open timeout.
@@ -172,26 +194,30 @@ impl ServerBuilder {
     /// # Cancel safety
     /// Cancelling drops the connection.
     pub async fn accept_tcp(&self, tcp: TcpStream) -> Result<WebSocket> {
-        self.accept_tcp_inner(tcp, None).await
+        let (ws, _) = self.accept_tcp_inner(tcp, None).await?;
+        Ok(ws)
     }
 
     async fn accept_tcp_inner(
         &self,
         tcp: TcpStream,
-        shutdown: Option<&CancellationToken>,
-    ) -> Result<WebSocket> {
+        serving: Option<&Serving>,
+    ) -> Result<(WebSocket, Option<Slot>)> {
         self.within_open_timeout(async {
             let io = crate::tls::accept(self.tls.as_ref(), tcp).await?;
-            self.handshake(io, shutdown).await
+            self.handshake(io, serving).await
         })
         .await
     }
 
+    /// The opening handshake. Under [`ServerBuilder::serve`], `serving`
+    /// carries the shutdown signal and the connection count; the returned
+    /// slot counts this connection until it is dropped.
     async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         mut io: S,
-        shutdown: Option<&CancellationToken>,
-    ) -> Result<WebSocket<S>> {
+        serving: Option<&Serving>,
+    ) -> Result<(WebSocket<S>, Option<Slot>)> {
         let mut hs = ServerHandshake::new();
         let mut buf = BytesMut::with_capacity(4096);
         let (request, leftover) = loop {
@@ -224,12 +250,29 @@ impl ServerBuilder {
                 return Err(Error::from(e));
             }
         };
-        // During a graceful shutdown, handshakes in flight get 503.
-        let refusal = if shutdown.is_some_and(|s| s.is_cancelled()) {
-            Some(Response::with_body(503, "server shutting down\n"))
-        } else {
-            self.process_request.as_ref().and_then(|f| f(&request))
-        };
+        // During a graceful shutdown, handshakes in flight get 503; so does
+        // a request beyond max_connections.
+        let mut slot = None;
+        let refusal = match serving {
+            Some(sv) if sv.token.is_cancelled() => {
+                Some(Response::with_body(503, "server shutting down\n"))
+            }
+            Some(sv) => match sv.take_slot(self.max_connections) {
+                Some(s) => {
+                    slot = Some(s);
+                    None
+                }
+                None => {
+                    tracing::warn!(max = ?self.max_connections, "at max_connections: refusing with 503");
+                    Some(
+                        Response::with_body(503, "server at capacity, try again later\n")
+                            .header("retry-after", "5"),
+                    )
+                }
+            },
+            None => None,
+        }
+        .or_else(|| self.process_request.as_ref().and_then(|f| f(&request)));
         if let Some(resp) = refusal {
             io.write_all(&resp.to_bytes())
                 .await
@@ -253,7 +296,7 @@ impl ServerBuilder {
         let mut ws = WebSocket::from_parts(io, conn, leftover, Arc::new(self.config.clone()));
         ws.set_subprotocol(subprotocol);
         ws.set_request(request);
-        Ok(ws)
+        Ok((ws, slot))
     }
 
     /// Listens on `addr` and runs `handler` on a task for each connection.
@@ -297,6 +340,35 @@ impl ServerBuilder {
     }
 }
 
+/// What the accept loop shares with the connections it spawns.
+struct Serving {
+    token: CancellationToken,
+    /// Upgraded connections still open.
+    open: Arc<AtomicUsize>,
+}
+
+impl Serving {
+    /// Counts one more open connection, unless that would pass `max`.
+    fn take_slot(&self, max: Option<usize>) -> Option<Slot> {
+        let max = max.unwrap_or(usize::MAX);
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(Slot(self.open.clone()))
+    }
+}
+
+/// One open connection in [`Serving::open`], released when dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 async fn accept_loop<H, F>(
     listener: TcpListener,
     builder: Arc<ServerBuilder>,
@@ -307,12 +379,23 @@ async fn accept_loop<H, F>(
     F: Future<Output = ()> + Send + 'static,
 {
     let mut tasks = JoinSet::new();
-    let shutting_down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let shutting_down = Arc::new(AtomicBool::new(false));
+    let serving = Arc::new(Serving {
+        token: token.clone(),
+        open: Arc::default(),
+    });
+    let handshakes = Arc::new(Semaphore::new(builder.max_handshakes));
     loop {
+        // At max_handshakes, stop accepting until a handshake finishes: the
+        // kernel's backlog holds the next clients meanwhile.
+        let permit = tokio::select! {
+            _ = token.cancelled() => break,
+            p = handshakes.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+        };
         let accepted = tokio::select! {
             _ = token.cancelled() => break,
             r = listener.accept() => r,
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
         };
         let (tcp, peer) = match accepted {
             Ok(a) => a,
@@ -326,14 +409,17 @@ async fn accept_loop<H, F>(
         let _ = tcp.set_nodelay(true);
         let builder = builder.clone();
         let handler = handler.clone();
-        let token = token.clone();
+        let serving = serving.clone();
         let flag = shutting_down.clone();
         tasks.spawn(async move {
-            match builder.accept_tcp_inner(tcp, Some(&token)).await {
-                Ok(mut ws) => {
+            let accepted = builder.accept_tcp_inner(tcp, Some(&serving)).await;
+            drop(permit);
+            match accepted {
+                Ok((mut ws, slot)) => {
                     tracing::debug!(%peer, "connection open");
-                    ws.set_shutdown(token, flag);
+                    ws.set_shutdown(serving.token.clone(), flag);
                     handler(ws).await;
+                    drop(slot);
                     tracing::debug!(%peer, "connection handler finished");
                 }
                 Err(e) => tracing::debug!(%peer, error = %e, "handshake failed"),
@@ -341,7 +427,7 @@ async fn accept_loop<H, F>(
         });
     }
     drop(listener);
-    shutting_down.store(true, std::sync::atomic::Ordering::Relaxed);
+    shutting_down.store(true, Ordering::Relaxed);
     // Handlers see close 1001 from their sockets; give them the close
     // timeout to finish, then stop them.
     let wait = async { while tasks.join_next().await.is_some() {} };
