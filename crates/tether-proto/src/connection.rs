@@ -111,6 +111,15 @@ pub struct Connection {
     eof: bool,
     deflater: Option<Box<Deflater>>,
     inflater: Option<Box<Inflater>>,
+    /// How much [`Connection::read_buf`] offers between frames: it starts
+    /// small, so an idle connection holds little, and doubles (up to
+    /// [`READ_CHUNK`]) each time a read fills all that was offered.
+    read_chunk: usize,
+    /// Bytes consumed from the front of `read_buf` so far, and where the
+    /// last offer ended (in the same count): to see whether a read filled
+    /// the offer.
+    consumed: u64,
+    offer_end: u64,
 }
 
 impl std::fmt::Debug for Connection {
@@ -125,6 +134,9 @@ impl std::fmt::Debug for Connection {
 }
 
 const READ_CHUNK: usize = 16 * 1024;
+/// The first offer of [`Connection::read_buf`]: enough for a burst of small
+/// messages, and a quarter of a page for an idle connection.
+const MIN_READ_CHUNK: usize = 1024;
 
 impl Connection {
     /// A server-side connection.
@@ -143,7 +155,7 @@ impl Connection {
             state: State::Open,
             config,
             negotiated: Negotiated::default(),
-            read_buf: BytesMut::with_capacity(READ_CHUNK),
+            read_buf: BytesMut::new(),
             current: None,
             fragmented: None,
             utf8: Utf8Validator::new(),
@@ -155,6 +167,9 @@ impl Connection {
             eof: false,
             deflater: None,
             inflater: None,
+            read_chunk: MIN_READ_CHUNK,
+            consumed: 0,
+            offer_end: 0,
         }
     }
 
@@ -206,6 +221,10 @@ impl Connection {
     /// The buffer to read transport bytes into, with room reserved. After
     /// reading, call [`Connection::next_event`].
     pub fn read_buf(&mut self) -> &mut BytesMut {
+        // The last read filled everything offered: more is probably waiting.
+        if self.offer_end > 0 && self.consumed + self.read_buf.len() as u64 >= self.offer_end {
+            self.read_chunk = (self.read_chunk * 2).min(READ_CHUNK);
+        }
         // Inside a frame, reserve exactly the rest of it (up to 4 MiB at a
         // time), so a large frame lands in one allocation and is never copied
         // again by a late, small reservation. The frame's size was checked
@@ -219,9 +238,10 @@ impl Connection {
                         .reserve(rest.max(READ_CHUNK.min(c.len.max(64))));
                 }
             }
-            None if spare < READ_CHUNK / 2 => self.read_buf.reserve(READ_CHUNK),
+            None if spare < self.read_chunk / 2 => self.read_buf.reserve(self.read_chunk),
             None => {}
         }
+        self.offer_end = self.consumed + self.read_buf.capacity() as u64;
         &mut self.read_buf
     }
 
@@ -278,6 +298,7 @@ impl Connection {
         loop {
             if self.close_received.is_some() {
                 // RFC 6455 §1.4: nothing follows a close frame; drop it.
+                self.consumed += self.read_buf.len() as u64;
                 self.read_buf.clear();
                 return Ok(None);
             }
@@ -288,6 +309,7 @@ impl Connection {
                             return Err(self.fail_with(e));
                         }
                         self.read_buf.advance(hlen);
+                        self.consumed += hlen as u64;
                         let text = match header.opcode {
                             OpCode::Text => true,
                             OpCode::Continuation => {
@@ -331,6 +353,7 @@ impl Connection {
             }
             let cur = self.current.take().expect("current frame");
             let payload = self.read_buf.split_to(cur.len);
+            self.consumed += cur.len as u64;
             if cur.len > 4 * READ_CHUNK {
                 self.shrink_read_buf();
             }

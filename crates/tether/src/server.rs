@@ -164,7 +164,10 @@ impl ServerBuilder {
     /// # Cancel safety
     /// Cancelling drops the connection.
     pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(&self, io: S) -> Result<WebSocket<S>> {
-        let (ws, _) = self.within_open_timeout(self.handshake(io, None)).await?;
+        // Boxed: the handshake's state (buffers, the request being parsed)
+        // is freed when it is done, instead of sizing the caller's future
+        // (often a task that lives as long as the connection) for it.
+        let (ws, _) = Box::pin(self.within_open_timeout(self.handshake(io, None))).await?;
         Ok(ws)
     }
 
@@ -203,10 +206,12 @@ impl ServerBuilder {
         tcp: TcpStream,
         serving: Option<&Serving>,
     ) -> Result<(WebSocket, Option<Slot>)> {
-        self.within_open_timeout(async {
+        // Boxed, as in `accept`: TLS and the upgrade take about 3 KiB of
+        // state that a long-lived task should not keep.
+        Box::pin(self.within_open_timeout(async {
             let io = crate::tls::accept(self.tls.as_ref(), tcp).await?;
             self.handshake(io, serving).await
-        })
+        }))
         .await
     }
 

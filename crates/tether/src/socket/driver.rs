@@ -94,7 +94,8 @@ pub(crate) struct Driver<S> {
     /// The error that ended the connection, replayed to later calls (a
     /// copy: the same kind, message, close frame and source).
     ended: Option<Error>,
-    keepalive: Option<Keepalive>,
+    /// Boxed: most of a connection's life it is not looked at.
+    keepalive: Option<Box<Keepalive>>,
     /// Bytes written to the transport since the connection opened.
     pub(super) written: u64,
     /// The transport took every byte but its flush is pending: a buffering
@@ -157,7 +158,7 @@ impl<S> Driver<S> {
 
     /// The round trip of the last answered keepalive ping.
     pub(super) fn latency(&self) -> Option<Duration> {
-        self.keepalive.as_ref().and_then(Keepalive::latency)
+        self.keepalive.as_ref().and_then(|k| k.latency())
     }
 
     /// Closing or closed, as far as the API is concerned.
@@ -287,7 +288,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 let timeout = self.config.ping_timeout;
                 let ka = self
                     .keepalive
-                    .get_or_insert_with(|| Keepalive::new(interval, timeout));
+                    .get_or_insert_with(|| Box::new(Keepalive::new(interval, timeout)));
                 match ka.poll(cx) {
                     Tick::Idle => {}
                     // Cannot fail on an open connection (payload of 4 bytes).
