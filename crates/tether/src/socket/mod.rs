@@ -73,7 +73,10 @@ pub(crate) fn mask_source() -> Box<dyn MaskSource> {
 /// # Ok(()) }
 /// ```
 pub struct WebSocket<S = crate::Stream> {
-    driver: Driver<S>,
+    /// Boxed: a `WebSocket` is moved into and held by the futures of the
+    /// tasks that use it, often several nested ones; a pointer keeps each
+    /// of them small (the driver is about 700 bytes).
+    driver: Box<Driver<S>>,
     subprotocol: Option<String>,
     request: Option<Box<Request>>,
 }
@@ -99,7 +102,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     ) -> Self {
         conn.receive(&leftover);
         WebSocket {
-            driver: Driver::new(io, conn, config),
+            driver: Box::new(Driver::new(io, conn, config)),
             subprotocol: None,
             request: None,
         }
@@ -299,7 +302,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Splits the socket into a reader and a writer that two tasks can use
     /// at once. Pings keep being answered by whichever half runs.
     pub fn split(self) -> (WsReader<S>, WsWriter<S>) {
-        split::split(self.driver)
+        split::split(*self.driver)
     }
 }
 
