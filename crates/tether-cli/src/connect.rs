@@ -187,6 +187,14 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
             Err(e) => return usage(chain(&e)),
         };
     }
+    // A CR or LF in --origin or --subprotocol would inject header lines:
+    // refused here, before anything is sent. (An invalid URL is reported as
+    // a connection's fatal error, as before.)
+    if let Err(e) = builder.validate() {
+        if e.kind() == ErrorKind::Config {
+            return usage(chain(&e));
+        }
+    }
     if args.insecure {
         // On standard error even with --events json: never silent.
         eprintln!("* WARNING: --insecure: the server's certificate is NOT verified (tests only)");

@@ -598,3 +598,48 @@ async fn row_invalid_handshake_is_fatal() {
         run.stdout
     );
 }
+
+/// Issue #9, item 4: a line break in `--origin` or `--subprotocol` is a
+/// usage error (exit 2) with a clear message, and nothing is sent: the
+/// listener sees no connection at all.
+#[tokio::test]
+async fn origin_or_subprotocol_with_a_line_break_exits_2_and_sends_nothing() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let accepted = Arc::new(Mutex::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while listener.accept().await.is_ok() {
+            *count.lock().unwrap() += 1;
+        }
+    });
+    let injected = "a\r\nX-Injected: 1";
+    for (option, names) in [
+        ("--origin", "invalid Origin value"),
+        ("--subprotocol", "invalid subprotocol"),
+    ] {
+        for extra in [&[][..], &["--events", "json"], &["--reconnect"]] {
+            let run = tether(
+                &cat(&[&["connect", option, injected], extra, &[&url]]),
+                "",
+                false,
+            )
+            .await;
+            assert_eq!(
+                run.code, 2,
+                "{option} {extra:?}: {}{}",
+                run.stdout, run.stderr
+            );
+            assert!(
+                run.stderr
+                    .starts_with(&format!("tether: {names} \"a\\r\\nX-Injected: 1\"")),
+                "{option} {extra:?}: {}",
+                run.stderr
+            );
+            assert!(run.stderr.contains("RFC"), "{}", run.stderr);
+            assert_eq!(run.stdout, "", "{option} {extra:?}");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(*accepted.lock().unwrap(), 0, "nothing was sent");
+}

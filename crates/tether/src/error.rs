@@ -508,6 +508,10 @@ impl From<tether_proto::Error> for Error {
                 let r = (**r).clone();
                 Error::new(ErrorKind::HttpStatus).with_response(r)
             }
+            // Our own request: a value of the user's that cannot be sent.
+            P::Handshake(tether_proto::HandshakeError::InvalidRequest(m)) => {
+                Error::msg(ErrorKind::Config, m.clone())
+            }
             P::Handshake(tether_proto::HandshakeError::UnexpectedEof) => {
                 Error::new(ErrorKind::Connect)
                     .with_message("connection closed during the opening handshake")

@@ -19,6 +19,8 @@ impl ClientBuilder {
     /// the upgrade, all within the open timeout.
     ///
     /// # Errors
+    /// [`ErrorKind::Config`] for a value that cannot be sent (see
+    /// [`ClientBuilder::validate`]), before any connection is opened;
     /// [`ErrorKind::InvalidUrl`], [`ErrorKind::Dns`], [`ErrorKind::Connect`]
     /// (refused, reset, or closed during the handshake),
     /// [`ErrorKind::Tls`] (certificate or host name not verified, TLS
@@ -40,6 +42,8 @@ impl ClientBuilder {
     /// # Cancel safety
     /// Cancelling drops the attempt.
     pub async fn connect_with_response(self) -> Result<(WebSocket, Response)> {
+        // Before the credentials provider is asked for anything.
+        self.validate()?;
         let headers = self.provided_headers(1, false).await?;
         let c = self.connect_full(headers).await?;
         Ok((c.ws, c.response))
@@ -48,6 +52,8 @@ impl ClientBuilder {
     /// Connects, following redirects, within the open timeout. `headers`
     /// replaces the builder's extra headers (a credentials provider's).
     pub(crate) async fn connect_full(&self, headers: Option<HeaderMap>) -> Result<Connected> {
+        // Nothing is sent with a value that cannot be (header injection).
+        self.validate()?;
         let headers = headers.unwrap_or_else(|| self.headers.clone());
         let attempt = self.follow_redirects(headers);
         let result = match self.open_timeout {
@@ -186,6 +192,9 @@ impl ClientBuilder {
             )
         })?;
         let request = self.request(target, headers);
+        // The last guard: the provider's headers and a redirect's target
+        // were not seen by `validate`.
+        request.validate()?;
         let mut hs = ClientHandshake::new(&request, key);
         io.write_all(hs.request()).await.map_err(|e| {
             Error::io(ErrorKind::Connect, e)
