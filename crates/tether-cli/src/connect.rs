@@ -37,6 +37,11 @@ pub(crate) struct ConnectArgs {
     /// An extra request header, 'Name: value' (repeatable).
     #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
     headers: Vec<String>,
+    /// A header whose value is a secret, besides Authorization, Cookie and
+    /// the names with auth, token, key, secret, session... (repeatable): its
+    /// value is scrubbed from a refusal that echoes it.
+    #[arg(long, value_name = "NAME")]
+    sensitive_header: Vec<String>,
     /// A subprotocol to offer (repeatable).
     #[arg(long)]
     subprotocol: Vec<String>,
@@ -151,12 +156,17 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
     {
         credentials.push("Authorization (from the URL)".to_string());
     }
+    let mut sensitive = tether::tether_proto::redact::SensitiveHeaders::new();
+    for name in &args.sensitive_header {
+        sensitive.add(name);
+        builder = builder.sensitive_header(name);
+    }
     for h in &args.headers {
         let Some((name, value)) = h.split_once(':') else {
             return usage(format!("--header needs 'Name: value', got {h:?}"));
         };
         let name = name.trim();
-        if tether::tether_proto::redact::is_sensitive_header(name) {
+        if sensitive.contains(name) {
             credentials.retain(|c| {
                 !c.starts_with("Authorization (from") || !name.eq_ignore_ascii_case("authorization")
             });

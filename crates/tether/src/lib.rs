@@ -45,6 +45,7 @@ mod client;
 mod error;
 pub mod proxy;
 pub mod reconnect;
+mod secrets;
 mod server;
 mod socket;
 mod tls;

@@ -22,6 +22,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tether_proto::handshake::{ClientRequest, USER_AGENT};
+use tether_proto::redact::SensitiveHeaders;
 
 /// Opens a WebSocket connection to `url` with the default settings.
 ///
@@ -86,6 +87,8 @@ pub struct ClientBuilder {
     origin: Option<String>,
     subprotocols: Vec<String>,
     headers: HeaderMap,
+    /// Headers whose values are secrets: never shown, scrubbed from echoes.
+    sensitive: SensitiveHeaders,
     user_agent: Option<String>,
     open_timeout: Option<Duration>,
     config: WebSocketConfig,
@@ -100,10 +103,8 @@ impl std::fmt::Debug for ClientBuilder {
             .field("url", &tether_proto::redact::redact_url(&self.url))
             .field("origin", &self.origin)
             .field("subprotocols", &self.subprotocols)
-            .field(
-                "headers",
-                &tether_proto::redact::RedactedHeaders(&self.headers),
-            )
+            .field("headers", &self.sensitive.show(&self.headers))
+            .field("sensitive_headers", &self.sensitive)
             .field("open_timeout", &self.open_timeout)
             .field("config", &self.config)
             .field("tls", &self.tls)
@@ -122,6 +123,7 @@ impl ClientBuilder {
             origin: None,
             subprotocols: Vec::new(),
             headers: HeaderMap::new(),
+            sensitive: SensitiveHeaders::new(),
             user_agent: Some(USER_AGENT.to_string()),
             open_timeout: Some(Duration::from_secs(10)),
             config: WebSocketConfig::default(),
@@ -151,6 +153,26 @@ impl ClientBuilder {
         })?;
         self.headers.append(n, v);
         Ok(self)
+    }
+
+    /// Treats the header `name` (any case) as carrying a secret, besides the
+    /// headers the default rule covers (Authorization, Proxy-Authorization,
+    /// Cookie, Set-Cookie, and names with `auth`, `token`, `key`, `secret`,
+    /// `session`...: see [`tether_proto::redact`]). Its value is never
+    /// shown in `Debug` output, and is scrubbed from a refusal's body that
+    /// echoes it ([`Error::response`](crate::Error::response), the error's
+    /// `Display`, the reconnect events, the logs). Repeatable.
+    ///
+    /// ```
+    /// let b = tether::ClientBuilder::new("ws://127.0.0.1:9001/")
+    ///     .header("X-Tenant-Pin", "4321")?
+    ///     .sensitive_header("X-Tenant-Pin");
+    /// assert!(!format!("{b:?}").contains("4321"));
+    /// # Ok::<(), tether::Error>(())
+    /// ```
+    pub fn sensitive_header(mut self, name: &str) -> Self {
+        self.sensitive.add(name);
+        self
     }
 
     /// Checks, without connecting, what [`connect`](ClientBuilder::connect)

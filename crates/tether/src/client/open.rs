@@ -195,6 +195,10 @@ impl ClientBuilder {
         // The last guard: the provider's headers and a redirect's target
         // were not seen by `validate`.
         request.validate()?;
+        // A refusal's body is shown in errors: a server that echoes the
+        // request back must not make our secrets appear there.
+        let mut secrets = target.secrets.clone();
+        secrets.add_headers(&request.headers, &self.sensitive);
         let mut hs = ClientHandshake::new(&request, key);
         io.write_all(hs.request()).await.map_err(|e| {
             Error::io(ErrorKind::Connect, e)
@@ -216,9 +220,7 @@ impl ClientBuilder {
             } else {
                 hs.receive(&buf)
             };
-            // A refusal's body is shown in errors: a server that echoes the
-            // request back must not make our credentials appear there.
-            match progress.map_err(|e| Error::from(e).redact_body(&request.headers))? {
+            match progress.map_err(|e| Error::from(e).redact_body(&secrets))? {
                 Progress::NeedMore => continue,
                 Progress::Done(a) => break a,
             }

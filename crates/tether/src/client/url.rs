@@ -2,6 +2,7 @@
 //! needs, and resolving redirects (RFC 6455 §3, RFC 9110 §10.2.2).
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::secrets::Secrets;
 use crate::userinfo::{check_no_controls, decode_userinfo};
 use base64::Engine as _;
 
@@ -15,6 +16,9 @@ pub(crate) struct Target {
     pub(crate) host_header: String,
     pub(crate) resource: String,
     pub(crate) basic_auth: Option<String>,
+    /// The URL's secrets (user-info, credential-like query values), to
+    /// scrub from a refusal that echoes them.
+    pub(crate) secrets: Secrets,
 }
 
 pub(crate) fn parse_url(raw: &str) -> Result<Target> {
@@ -75,6 +79,8 @@ pub(crate) fn parse_url(raw: &str) -> Result<Target> {
     } else {
         None
     };
+    let mut secrets = Secrets::default();
+    secrets.add_url(&url);
     Ok(Target {
         tls,
         host,
@@ -82,6 +88,7 @@ pub(crate) fn parse_url(raw: &str) -> Result<Target> {
         host_header,
         resource,
         basic_auth,
+        secrets,
     })
 }
 

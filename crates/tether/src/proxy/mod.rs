@@ -75,7 +75,9 @@
 //! | an invalid proxy URL, explicit or from the environment | [`ErrorKind::InvalidUrl`] | no |
 //! | a user name or password with a control character (RFC 7617 §2); an explicit proxy's fails [`ClientBuilder::validate`](crate::ClientBuilder::validate), before any attempt | [`ErrorKind::Config`] | no |
 //!
-//! Proxy credentials never appear in `Debug` output, error messages or logs.
+//! Proxy credentials never appear in `Debug` output, error messages or logs,
+//! nor in a refusal's body that echoes them (the base64 token, the decoded
+//! `user:password` and the password are scrubbed from it).
 
 mod env;
 mod http;
