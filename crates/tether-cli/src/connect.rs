@@ -37,6 +37,11 @@ pub(crate) struct ConnectArgs {
     /// An extra request header, 'Name: value' (repeatable).
     #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
     headers: Vec<String>,
+    /// A header whose value is a secret, besides Authorization, Cookie and
+    /// the names with auth, token, key, secret, session... (repeatable): its
+    /// value is scrubbed from a refusal that echoes it.
+    #[arg(long, value_name = "NAME")]
+    sensitive_header: Vec<String>,
     /// A subprotocol to offer (repeatable).
     #[arg(long)]
     subprotocol: Vec<String>,
@@ -154,12 +159,17 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
     {
         credentials.push("Authorization (from the URL)".to_string());
     }
+    let mut sensitive = tether::tether_proto::redact::SensitiveHeaders::new();
+    for name in &args.sensitive_header {
+        sensitive.add(name);
+        builder = builder.sensitive_header(name);
+    }
     for h in &args.headers {
         let Some((name, value)) = h.split_once(':') else {
             return usage(format!("--header needs 'Name: value', got {h:?}"));
         };
         let name = name.trim();
-        if tether::tether_proto::redact::is_sensitive_header(name) {
+        if sensitive.contains(name) {
             credentials.retain(|c| {
                 !c.starts_with("Authorization (from") || !name.eq_ignore_ascii_case("authorization")
             });
@@ -189,6 +199,14 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
             Ok(b) => b,
             Err(e) => return usage(chain(&e)),
         };
+    }
+    // A CR or LF in --origin or --subprotocol would inject header lines:
+    // refused here, before anything is sent. (An invalid URL is reported as
+    // a connection's fatal error, as before.)
+    if let Err(e) = builder.validate() {
+        if e.kind() == ErrorKind::Config {
+            return usage(chain(&e));
+        }
     }
     if args.insecure {
         // On standard error even with --events json: never silent.

@@ -24,6 +24,10 @@ enum Step {
     Eof,
     /// Answer 101 with a wrong Sec-WebSocket-Accept.
     BadAccept,
+    /// Answer this status with `Retry-After: 0` and a body that echoes the
+    /// request head, its last line first (so that the headers set by the
+    /// user fall within the excerpt an error shows).
+    Echo(u16),
 }
 
 /// Plays `steps` (the last one repeats) and records the raw requests.
@@ -54,6 +58,15 @@ async fn fault_server(steps: Vec<Step>) -> (String, Arc<Mutex<Vec<String>>>) {
                     Step::Status(code, extra, body) => {
                         let resp = format!(
                             "HTTP/1.1 {code} Scripted\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = tcp.write_all(resp.as_bytes()).await;
+                    }
+                    Step::Echo(code) => {
+                        let lines: Vec<&str> = req.trim_end().lines().rev().collect();
+                        let body = format!("you sent (last line first):\n{}", lines.join("\n"));
+                        let resp = format!(
+                            "HTTP/1.1 {code} Echo\r\nRetry-After: 0\r\nContent-Length: {}\r\n\r\n{body}",
                             body.len()
                         );
                         let _ = tcp.write_all(resp.as_bytes()).await;
@@ -597,4 +610,119 @@ async fn row_invalid_handshake_is_fatal() {
         "{}",
         run.stdout
     );
+}
+
+/// Issue #9, item 4: a line break in `--origin` or `--subprotocol` is a
+/// usage error (exit 2) with a clear message, and nothing is sent: the
+/// listener sees no connection at all.
+#[tokio::test]
+async fn origin_or_subprotocol_with_a_line_break_exits_2_and_sends_nothing() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let accepted = Arc::new(Mutex::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while listener.accept().await.is_ok() {
+            *count.lock().unwrap() += 1;
+        }
+    });
+    let injected = "a\r\nX-Injected: 1";
+    for (option, names) in [
+        ("--origin", "invalid Origin value"),
+        ("--subprotocol", "invalid subprotocol"),
+    ] {
+        for extra in [&[][..], &["--events", "json"], &["--reconnect"]] {
+            let run = tether(
+                &cat(&[&["connect", option, injected], extra, &[&url]]),
+                "",
+                false,
+            )
+            .await;
+            assert_eq!(
+                run.code, 2,
+                "{option} {extra:?}: {}{}",
+                run.stdout, run.stderr
+            );
+            assert!(
+                run.stderr
+                    .starts_with(&format!("tether: {names} \"a\\r\\nX-Injected: 1\"")),
+                "{option} {extra:?}: {}",
+                run.stderr
+            );
+            assert!(run.stderr.contains("RFC"), "{}", run.stderr);
+            assert_eq!(run.stdout, "", "{option} {extra:?}");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(*accepted.lock().unwrap(), 0, "nothing was sent");
+}
+
+/// Issue #9, item 5: a server that echoes the whole request into its 503
+/// (retried) and 401 bodies; no secret of the request appears on standard
+/// output or standard error, in either format, at `-vv`, with and without
+/// `--reconnect`; the non-secret parts stay visible.
+#[tokio::test]
+async fn an_echoed_request_leaks_no_secret_in_either_format() {
+    for reconnect in [false, true] {
+        for format in ["human", "json"] {
+            let (url, requests) = fault_server(vec![Step::Echo(503), Step::Echo(401)]).await;
+            let url =
+                url.replace("ws://", "ws://user:p-secret@") + "feed?token=t-secret&room=lobby";
+            let mut args = vec!["connect", "-vv", "--events", format];
+            if reconnect {
+                args.extend_from_slice(FAST);
+            }
+            args.extend_from_slice(&[
+                "-H",
+                "X-Api-Key: k-secret",
+                "-H",
+                "X-Tenant-Pin: pin-secret",
+                "--sensitive-header",
+                "X-Tenant-Pin",
+                "-H",
+                "X-Trace: visible-trace",
+                &url,
+            ]);
+            let run = tether(&args, "", true).await;
+            let all = format!("{}{}", run.stdout, run.stderr);
+            // 503 without --reconnect; 401 after one retry with it.
+            assert_eq!(run.code, 3, "{format} {reconnect}: {all}");
+            let shown = if reconnect { "HTTP 401" } else { "HTTP 503" };
+            assert!(all.contains(shown), "{all}");
+            for secret in [
+                "k-secret",
+                "t-secret",
+                "p-secret",
+                "pin-secret",
+                "dXNlcjpwLXNlY3JldA",
+                "user:p-secret",
+            ] {
+                assert!(
+                    !all.contains(secret),
+                    "{secret} leaked ({format}, --reconnect {reconnect}):\n{all}"
+                );
+            }
+            for visible in [
+                "visible-trace",
+                "x-api-key: <redacted>",
+                "x-tenant-pin: <redacted>",
+                "room=lobby",
+                "token=<redacted>",
+                "user:<redacted>@",
+            ] {
+                assert!(
+                    all.to_ascii_lowercase().contains(visible),
+                    "{visible} is shown ({format}, --reconnect {reconnect}):\n{all}"
+                );
+            }
+            if format == "json" && reconnect {
+                assert_eq!(run.of("retry")[0]["status"], 503, "{all}");
+                assert_eq!(run.of("fatal")[0]["status"], 401, "{all}");
+            }
+            // The secrets were really sent.
+            let req = requests.lock().unwrap()[0].to_ascii_lowercase();
+            assert!(req.contains("x-api-key: k-secret"), "{req}");
+            assert!(req.contains("token=t-secret"), "{req}");
+        }
+    }
 }

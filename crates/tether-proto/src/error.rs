@@ -125,6 +125,11 @@ pub enum HandshakeError {
     /// The connection closed before the handshake completed.
     #[error("connection closed during the handshake")]
     UnexpectedEof,
+    /// The client's own request cannot be sent as it is: a value with a
+    /// control character, a subprotocol that is not a token
+    /// ([`ClientRequest::validate`](crate::handshake::ClientRequest::validate)).
+    #[error("{0}")]
+    InvalidRequest(String),
 }
 
 impl HandshakeError {

@@ -3,35 +3,194 @@
 //! Every `Debug` and `Display` implementation in tether that can show a header
 //! or a URL goes through these functions, so credentials never reach logs or
 //! error messages, at any level.
+//!
+//! # Names that look like credentials
+//!
+//! One rule, [`looks_like_credential`], judges header names and URL query
+//! parameter names alike, case-insensitively (a query parameter's name is
+//! percent-decoded first). A name looks like a credential when it
+//!
+//! - contains one of `auth`, `token`, `secret`, `passw`, `pwd`, `key`,
+//!   `signature`, `session`, `credential`, `cookie`, `jwt`, `ticket`:
+//!   `Authorization`, `Proxy-Authorization`, `Cookie`, `Set-Cookie`,
+//!   `X-Api-Key`, `Api-Key`, `X-Auth-Token`, `X-CSRF-Token`,
+//!   `X-Amz-Security-Token`, `Ocp-Apim-Subscription-Key`, `X-Session-Id`,
+//!   `X-Hub-Signature-256`; `?token=`, `?access_token=`, `?api_key=`,
+//!   `?apiKey=`, `?key=`, `?password=`, `?X-Amz-Signature=`,
+//!   `?X-Amz-Credential=`...; or
+//! - is exactly `sig`, `sid`, `pass` or `pw`.
+//!
+//! Three headers are exempt, as they never carry a secret:
+//! `Sec-WebSocket-Key` (a nonce, RFC 6455 §4.1), and the challenges
+//! `WWW-Authenticate` and `Proxy-Authenticate` (RFC 9110 §11.6.1, §11.7.1).
+//!
+//! The rule errs on the side of hiding: a harmless header that matches
+//! (`X-Session-Count`) only loses its value in `Debug` output. A header that
+//! carries a secret under another name is added with
+//! [`SensitiveHeaders::add`] (in `tether`: `ClientBuilder::sensitive_header`).
+//!
+//! What is hidden:
+//!
+//! - the values of sensitive headers, in every `Debug` of a header map
+//!   ([`RedactedHeaders`], [`SensitiveHeaders::show`]);
+//! - in URLs ([`redact_url`]): the password of the user-info (or the whole
+//!   user-info when it has no password: a user name alone may be a token),
+//!   and the values of query parameters whose names look like credentials;
+//!   also in a `Location` header shown in `Debug` (a redirect may carry the
+//!   request's own token back).
 
 use std::fmt;
 
 /// The placeholder shown instead of a secret.
 pub const REDACTED: &str = "<redacted>";
 
-/// Whether a header carries credentials: its value is never shown.
-pub fn is_sensitive_header(name: &str) -> bool {
-    name.eq_ignore_ascii_case("authorization")
-        || name.eq_ignore_ascii_case("proxy-authorization")
-        || name.eq_ignore_ascii_case("cookie")
-        || name.eq_ignore_ascii_case("set-cookie")
+/// The stems of [`looks_like_credential`]: a name containing one of them.
+const STEMS: [&str; 12] = [
+    "auth",
+    "token",
+    "secret",
+    "passw",
+    "pwd",
+    "key",
+    "signature",
+    "session",
+    "credential",
+    "cookie",
+    "jwt",
+    "ticket",
+];
+
+/// Short names of [`looks_like_credential`], matched whole only: as stems
+/// they would hide `design`, `inside` or `compass`.
+const WHOLE: [&str; 4] = ["sig", "sid", "pass", "pw"];
+
+/// Headers whose names match the rule but which never carry a secret.
+const NOT_SECRET: [&str; 3] = [
+    "sec-websocket-key",
+    "www-authenticate",
+    "proxy-authenticate",
+];
+
+/// Whether a header or query parameter name looks like it names a
+/// credential (see [the rule](self#names-that-look-like-credentials)).
+///
+/// ```
+/// use tether_proto::redact::looks_like_credential;
+/// assert!(looks_like_credential("X-Api-Key"));
+/// assert!(looks_like_credential("access_token"));
+/// assert!(looks_like_credential("sig"));
+/// assert!(!looks_like_credential("design"));
+/// assert!(!looks_like_credential("X-Request-Id"));
+/// ```
+pub fn looks_like_credential(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    STEMS.iter().any(|s| lower.contains(s)) || WHOLE.contains(&lower.as_str())
 }
 
-/// Whether a URL query parameter's value should be hidden.
+/// Whether a header carries credentials: its value is never shown. See
+/// [the rule](self#names-that-look-like-credentials).
+///
+/// ```
+/// use tether_proto::redact::is_sensitive_header;
+/// for name in ["Authorization", "Cookie", "Set-Cookie", "X-Api-Key", "X-Auth-Token"] {
+///     assert!(is_sensitive_header(name), "{name}");
+/// }
+/// for name in ["Origin", "User-Agent", "Sec-WebSocket-Key", "WWW-Authenticate"] {
+///     assert!(!is_sensitive_header(name), "{name}");
+/// }
+/// ```
+pub fn is_sensitive_header(name: &str) -> bool {
+    looks_like_credential(name) && !NOT_SECRET.iter().any(|n| name.eq_ignore_ascii_case(n))
+}
+
+/// Whether a URL query parameter's value should be hidden: its name,
+/// percent-decoded, looks like a credential (see
+/// [the rule](self#names-that-look-like-credentials)).
 pub fn is_sensitive_param(name: &str) -> bool {
-    const WORDS: [&str; 9] = [
-        "token",
-        "auth",
-        "key",
-        "secret",
-        "password",
-        "passwd",
-        "pwd",
-        "signature",
-        "session",
-    ];
-    let lower = name.to_ascii_lowercase();
-    WORDS.iter().any(|w| lower.contains(w))
+    looks_like_credential(&percent_encoding::percent_decode_str(name).decode_utf8_lossy())
+}
+
+/// The headers whose values are never shown: those of
+/// [`is_sensitive_header`], and the names added with
+/// [`SensitiveHeaders::add`].
+///
+/// ```
+/// use tether_proto::redact::SensitiveHeaders;
+/// let mut sensitive = SensitiveHeaders::new();
+/// sensitive.add("X-Tenant-Pin");
+/// assert!(sensitive.contains("x-tenant-pin"));
+/// assert!(sensitive.contains("Authorization"));
+/// let mut h = http::HeaderMap::new();
+/// h.insert("x-tenant-pin", "4321".parse().unwrap());
+/// h.insert("x-trace", "visible".parse().unwrap());
+/// let shown = format!("{:?}", sensitive.show(&h));
+/// assert_eq!(shown, r#"{"x-tenant-pin": "<redacted>", "x-trace": "visible"}"#);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SensitiveHeaders {
+    /// Lower case.
+    extra: Vec<String>,
+}
+
+impl SensitiveHeaders {
+    /// The default rule alone.
+    pub const fn new() -> Self {
+        SensitiveHeaders { extra: Vec::new() }
+    }
+
+    /// Treats the header `name` (any case) as sensitive too.
+    pub fn add(&mut self, name: &str) {
+        let name = name.trim().to_ascii_lowercase();
+        if !name.is_empty() && !self.extra.contains(&name) {
+            self.extra.push(name);
+        }
+    }
+
+    /// The names added with [`SensitiveHeaders::add`], in lower case.
+    pub fn added(&self) -> impl Iterator<Item = &str> {
+        self.extra.iter().map(String::as_str)
+    }
+
+    /// Whether the value of the header `name` is never shown.
+    pub fn contains(&self, name: &str) -> bool {
+        is_sensitive_header(name) || self.extra.iter().any(|n| n.eq_ignore_ascii_case(name))
+    }
+
+    /// Formats `headers` for `Debug` with the values of these headers
+    /// replaced by [`REDACTED`], and credentials in a `Location` or
+    /// `Content-Location` URL redacted.
+    pub fn show<'a>(&'a self, headers: &'a http::HeaderMap) -> impl fmt::Debug + 'a {
+        Shown {
+            headers,
+            sensitive: self,
+        }
+    }
+}
+
+struct Shown<'a> {
+    headers: &'a http::HeaderMap,
+    sensitive: &'a SensitiveHeaders,
+}
+
+impl fmt::Debug for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut m = f.debug_map();
+        for (k, v) in self.headers {
+            let name = k.as_str();
+            if self.sensitive.contains(name) {
+                m.entry(&name, &REDACTED);
+                continue;
+            }
+            let value = String::from_utf8_lossy(v.as_bytes());
+            // A redirect may carry the request's own token back.
+            if matches!(name, "location" | "content-location") {
+                m.entry(&name, &redact_url(&value));
+            } else {
+                m.entry(&name, &value);
+            }
+        }
+        m.finish()
+    }
 }
 
 /// Returns `url` with the password (or the whole user-info) and the values of
@@ -97,20 +256,13 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
-/// Formats a header map with sensitive values redacted.
+/// Formats a header map with the values of the headers of
+/// [`is_sensitive_header`] redacted (see also [`SensitiveHeaders::show`]).
 pub struct RedactedHeaders<'a>(pub &'a http::HeaderMap);
 
 impl fmt::Debug for RedactedHeaders<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut m = f.debug_map();
-        for (k, v) in self.0 {
-            if is_sensitive_header(k.as_str()) {
-                m.entry(&k.as_str(), &REDACTED);
-            } else {
-                m.entry(&k.as_str(), &String::from_utf8_lossy(v.as_bytes()));
-            }
-        }
-        m.finish()
+        fmt::Debug::fmt(&SensitiveHeaders::new().show(self.0), f)
     }
 }
 
@@ -139,5 +291,93 @@ mod tests {
         let s = format!("{:?}", RedactedHeaders(&h));
         assert!(!s.contains("hunter"), "{s}");
         assert!(s.contains("visible"));
+    }
+
+    #[test]
+    fn the_header_rule() {
+        for name in [
+            "Authorization",
+            "Proxy-Authorization",
+            "Cookie",
+            "Set-Cookie",
+            "X-Api-Key",
+            "Api-Key",
+            "X-API-KEY",
+            "apikey",
+            "X-Auth-Token",
+            "X-CSRF-Token",
+            "X-Amz-Security-Token",
+            "Ocp-Apim-Subscription-Key",
+            "X-Client-Secret",
+            "X-Password",
+            "X-Session-Id",
+            "X-Hub-Signature-256",
+            "X-Credentials",
+            "X-JWT",
+            "sid",
+        ] {
+            assert!(is_sensitive_header(name), "{name}");
+        }
+        for name in [
+            "Origin",
+            "User-Agent",
+            "Host",
+            "X-Request-Id",
+            "Content-Type",
+            "Sec-WebSocket-Key",
+            "Sec-WebSocket-Protocol",
+            "WWW-Authenticate",
+            "Proxy-Authenticate",
+            "X-Design",
+        ] {
+            assert!(!is_sensitive_header(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_query_rule() {
+        for name in [
+            "token",
+            "access_token",
+            "api_key",
+            "apiKey",
+            "key",
+            "signature",
+            "sig",
+            "password",
+            "passwd",
+            "pw",
+            "secret",
+            "auth",
+            "session",
+            "X-Amz-Credential",
+            "ticket",
+            // Percent-encoded names are decoded first.
+            "%74oken",
+        ] {
+            assert!(is_sensitive_param(name), "{name}");
+            let shown = redact_url(&format!("ws://h/?{name}=s3cr3t&room=1"));
+            assert_eq!(shown, format!("ws://h/?{name}=<redacted>&room=1"), "{name}");
+        }
+        for name in ["room", "q", "page", "signal", "design", "lang"] {
+            assert!(!is_sensitive_param(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn added_names_and_locations_are_hidden() {
+        let mut sensitive = SensitiveHeaders::new();
+        sensitive.add(" X-Tenant-Pin ");
+        sensitive.add("x-tenant-pin");
+        assert_eq!(sensitive.added().collect::<Vec<_>>(), ["x-tenant-pin"]);
+        let mut h = http::HeaderMap::new();
+        h.insert("x-tenant-pin", "hunter7".parse().unwrap());
+        h.insert("location", "/next?token=hunter8&room=1".parse().unwrap());
+        let shown = format!("{:?}", sensitive.show(&h));
+        assert!(!shown.contains("hunter"), "{shown}");
+        assert!(shown.contains("/next?token=<redacted>&room=1"), "{shown}");
+        // Without the added name, only the rule applies.
+        let shown = format!("{:?}", RedactedHeaders(&h));
+        assert!(shown.contains("hunter7"), "{shown}");
     }
 }

@@ -210,50 +210,12 @@ impl Error {
         self
     }
 
-    /// Replaces, in the kept response body, every credential that
-    /// `sent` carried (Authorization, Cookie, Proxy-Authorization values and
-    /// the tokens inside them) by `<redacted>`.
-    pub(crate) fn redact_body(mut self, sent: &http::HeaderMap) -> Self {
-        let Some(resp) = &mut self.0.response else {
-            return self;
-        };
-        let mut secrets: Vec<&[u8]> = Vec::new();
-        for (name, value) in sent {
-            if !tether_proto::redact::is_sensitive_header(name.as_str()) {
-                continue;
-            }
-            let v = value.as_bytes();
-            secrets.push(v);
-            // "Bearer <token>", "Basic <b64>", and cookie values.
-            if let Some(i) = v.iter().position(|b| *b == b' ') {
-                secrets.push(&v[i + 1..]);
-            }
-            for part in v.split(|b| *b == b';') {
-                if let Some(i) = part.iter().position(|b| *b == b'=') {
-                    secrets.push(&part[i + 1..]);
-                }
-            }
+    /// Replaces, in the kept response (body, reason, header values), every
+    /// secret the request carried by `<redacted>`: see [`crate::secrets`].
+    pub(crate) fn redact_body(mut self, secrets: &crate::secrets::Secrets) -> Self {
+        if let Some(resp) = &mut self.0.response {
+            secrets.scrub_response(resp);
         }
-        // Longest first, so a whole value goes before its token; skip tiny
-        // fragments that would blank out ordinary text.
-        secrets.retain(|s| s.len() >= 4);
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        let mut body = resp.body.to_vec();
-        for secret in secrets {
-            let mut out = Vec::with_capacity(body.len());
-            let mut i = 0;
-            while i < body.len() {
-                if body[i..].starts_with(secret) {
-                    out.extend_from_slice(tether_proto::redact::REDACTED.as_bytes());
-                    i += secret.len();
-                } else {
-                    out.push(body[i]);
-                    i += 1;
-                }
-            }
-            body = out;
-        }
-        resp.body = body.into();
         self
     }
 
@@ -508,6 +470,10 @@ impl From<tether_proto::Error> for Error {
                 let r = (**r).clone();
                 Error::new(ErrorKind::HttpStatus).with_response(r)
             }
+            // Our own request: a value of the user's that cannot be sent.
+            P::Handshake(tether_proto::HandshakeError::InvalidRequest(m)) => {
+                Error::msg(ErrorKind::Config, m.clone())
+            }
             P::Handshake(tether_proto::HandshakeError::UnexpectedEof) => {
                 Error::new(ErrorKind::Connect)
                     .with_message("connection closed during the opening handshake")
@@ -635,7 +601,9 @@ mod tests {
         sent.insert("authorization", "Bearer hunter2tok".parse().unwrap());
         sent.insert("cookie", "sid=hunter3ck; lang=en".parse().unwrap());
         sent.insert("x-visible", "keep-me".parse().unwrap());
-        let e = e.redact_body(&sent);
+        let mut secrets = crate::secrets::Secrets::default();
+        secrets.add_headers(&sent, &tether_proto::redact::SensitiveHeaders::new());
+        let e = e.redact_body(&secrets);
         let shown = format!("{e} {e:?}");
         assert!(!shown.contains("hunter"), "{shown}");
         assert!(shown.contains("you sent"), "{shown}");

@@ -46,6 +46,7 @@ mod error;
 pub mod proxy;
 mod queue;
 pub mod reconnect;
+mod secrets;
 mod server;
 mod socket;
 mod tls;

@@ -14,6 +14,21 @@ pub(crate) fn decode_userinfo(part: &str) -> Result<String, FromUtf8Error> {
     String::from_utf8(percent_encoding::percent_decode_str(part).collect())
 }
 
+/// RFC 7617 §2: a Basic user-id or password contains no control character
+/// (a line break there would be sent base64-encoded, but no server could
+/// take it for what the user meant).
+pub(crate) fn check_no_controls(user: &str, password: &str) -> Result<(), &'static str> {
+    if user
+        .bytes()
+        .chain(password.bytes())
+        .any(|b| b.is_ascii_control())
+    {
+        Err("the user name or password contains a control character (RFC 7617 §2)")
+    } else {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

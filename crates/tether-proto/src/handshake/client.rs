@@ -44,6 +44,101 @@ impl fmt::Debug for ClientRequest {
     }
 }
 
+impl ClientRequest {
+    /// Checks that the request can be written as it is, before anything is
+    /// sent: [`ClientHandshake::new`] writes the values unchanged, so a line
+    /// break in an `Origin` would start a header line of its own (header
+    /// injection).
+    ///
+    /// - `Host`, `Origin`, `User-Agent` and the extra headers' values have no
+    ///   control character but tab: no CR, LF or NUL (RFC 9110 §5.5: a field
+    ///   value is made of VCHAR, obs-text, SP and HTAB);
+    /// - the target has no control character and no space (RFC 9112 §3.2);
+    /// - the subprotocols are tokens (RFC 9110 §5.6.2), each offered once
+    ///   (RFC 6455 §4.1).
+    ///
+    /// The error names the field; it shows the `Origin`, `User-Agent`,
+    /// `Host` or subprotocol value (escaped), never an extra header's value.
+    ///
+    /// ```
+    /// use tether_proto::handshake::ClientRequest;
+    /// let mut req = ClientRequest { host: "example.com".into(), ..Default::default() };
+    /// assert!(req.validate().is_ok());
+    /// req.origin = Some("https://a.example\r\nX-Injected: 1".into());
+    /// let e = req.validate().unwrap_err();
+    /// assert!(e.to_string().starts_with("invalid Origin value"), "{e}");
+    /// ```
+    ///
+    /// # Errors
+    /// [`HandshakeError::InvalidRequest`], for the first invalid value.
+    pub fn validate(&self) -> Result<(), HandshakeError> {
+        check_value("Host", self.host.as_bytes(), true)?;
+        if let Some(i) = self.target.bytes().position(|b| b <= b' ' || b == 0x7f) {
+            return Err(HandshakeError::InvalidRequest(format!(
+                "invalid request target {:?}: a space or a control character at byte {i} (RFC 9112 §3.2)",
+                self.target
+            )));
+        }
+        if let Some(o) = &self.origin {
+            check_value("Origin", o.as_bytes(), true)?;
+        }
+        if let Some(ua) = &self.user_agent {
+            check_value("User-Agent", ua.as_bytes(), true)?;
+        }
+        for (i, p) in self.subprotocols.iter().enumerate() {
+            if !is_token(p) {
+                return Err(HandshakeError::InvalidRequest(format!(
+                    "invalid subprotocol {p:?}: a subprotocol is a token, made of letters, \
+                     digits and !#$%&'*+-.^_`|~ only: no space, comma or control character \
+                     (RFC 6455 §4.1, RFC 9110 §5.6.2)"
+                )));
+            }
+            if self.subprotocols[..i].contains(p) {
+                return Err(HandshakeError::InvalidRequest(format!(
+                    "subprotocol {p:?} offered twice (RFC 6455 §4.1)"
+                )));
+            }
+        }
+        for (name, value) in &self.headers {
+            check_value(name.as_str(), value.as_bytes(), false)?;
+        }
+        Ok(())
+    }
+}
+
+/// Refuses a header value with a control character other than tab
+/// (RFC 9110 §5.5). `show`: whether the message may show the value.
+fn check_value(name: &str, value: &[u8], show: bool) -> Result<(), HandshakeError> {
+    let Some(i) = value
+        .iter()
+        .position(|&b| (b < b' ' && b != b'\t') || b == 0x7f)
+    else {
+        return Ok(());
+    };
+    let what = if show {
+        format!("{name} value {:?}", String::from_utf8_lossy(value))
+    } else {
+        format!("value for header {name}")
+    };
+    let byte = match value[i] {
+        b'\r' => "CR".to_string(),
+        b'\n' => "LF".to_string(),
+        0 => "NUL".to_string(),
+        b => format!("{b:#04x}"),
+    };
+    Err(HandshakeError::InvalidRequest(format!(
+        "invalid {what}: control character {byte} at byte {i} (a header value may \
+         contain no CR, LF, NUL or other control character but tab: RFC 9110 §5.5)"
+    )))
+}
+
+/// An RFC 9110 §5.6.2 token: one or more tchar.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 /// The default `User-Agent`: `tether/<version>`.
 pub const USER_AGENT: &str = concat!("tether/", env!("CARGO_PKG_VERSION"));
 
@@ -101,7 +196,9 @@ impl fmt::Debug for ClientHandshake {
 
 impl ClientHandshake {
     /// Prepares the request. `key` must come from a CSPRNG (RFC 6455 §4.1);
-    /// it is sent base64-encoded as `Sec-WebSocket-Key`.
+    /// it is sent base64-encoded as `Sec-WebSocket-Key`. The values of `req`
+    /// are written as they are: check them first with
+    /// [`ClientRequest::validate`].
     pub fn new(req: &ClientRequest, key: [u8; 16]) -> Self {
         let key = base64::engine::general_purpose::STANDARD.encode(key);
         let mut r = String::with_capacity(256);
@@ -287,5 +384,50 @@ mod tests {
         req.compression = Some(crate::deflate::DeflateConfig::default());
         assert!(text(&req)
             .contains("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"));
+    }
+
+    #[test]
+    fn validate_refuses_control_characters_and_non_tokens() {
+        let good = ClientRequest {
+            host: "h:1".into(),
+            target: "/chat?x=1".into(),
+            origin: Some("https://\u{e9}.example".into()),
+            subprotocols: vec!["chat.v1".into(), "x-y_z~".into()],
+            user_agent: Some("agent/1 (tab\tok)".into()),
+            ..Default::default()
+        };
+        good.validate().unwrap();
+        let bad = |f: &dyn Fn(&mut ClientRequest)| {
+            let mut r = good.clone();
+            f(&mut r);
+            match r.validate() {
+                Err(HandshakeError::InvalidRequest(m)) => m,
+                other => panic!("{other:?}"),
+            }
+        };
+        for c in ['\r', '\n', '\0', '\x1b', '\x7f'] {
+            let m = bad(&|r| r.origin = Some(format!("https://a{c}b")));
+            assert!(m.starts_with("invalid Origin value"), "{m}");
+            assert!(m.contains("RFC 9110"), "{m}");
+            let m = bad(&|r| r.user_agent = Some(format!("a{c}b")));
+            assert!(m.starts_with("invalid User-Agent value"), "{m}");
+            let m = bad(&|r| r.host = format!("h{c}"));
+            assert!(m.starts_with("invalid Host value"), "{m}");
+        }
+        let m = bad(&|r| r.target = "/a b".into());
+        assert!(m.contains("request target"), "{m}");
+        for p in ["", "a b", "a,b", "a\r\nX: 1", "caf\u{e9}", "a/b", "a\"b"] {
+            let m = bad(&|r| r.subprotocols.push(p.into()));
+            assert!(m.starts_with("invalid subprotocol"), "{p:?}: {m}");
+        }
+        let m = bad(&|r| r.subprotocols.push("chat.v1".into()));
+        assert!(m.contains("offered twice"), "{m}");
+        // An extra header's value is never shown: it may be a secret (and
+        // `http` refuses such a value already).
+        let m = check_value("x-api-key", b"hunter\r\n", false)
+            .unwrap_err()
+            .to_string();
+        assert!(m.starts_with("invalid value for header x-api-key"), "{m}");
+        assert!(!m.contains("hunter"), "{m}");
     }
 }

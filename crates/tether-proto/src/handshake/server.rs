@@ -145,8 +145,14 @@ impl ServerHandshake {
             return Err(HandshakeError::MethodNotAllowed(req.method.clone()));
         }
         let h = &req.headers;
-        if !h.contains_key("host") {
-            return Err(HandshakeError::MissingHeader("Host"));
+        // RFC 9112 §3.2: 400 for no Host, more than one, or an invalid one;
+        // a WebSocket request's Host names the server (RFC 6455 §4.2.1), so
+        // an empty one is invalid.
+        let hosts: Vec<&HeaderValue> = h.get_all("host").iter().collect();
+        match hosts.as_slice() {
+            [] => return Err(HandshakeError::MissingHeader("Host")),
+            [one] if !one.as_bytes().trim_ascii().is_empty() => {}
+            _ => return Err(HandshakeError::InvalidHeader("Host")),
         }
         check_upgrade_headers(h)?;
         let keys: Vec<&HeaderValue> = h.get_all("sec-websocket-key").iter().collect();
@@ -285,6 +291,24 @@ Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSoc
         ] {
             let e = parse(&GOOD.replace(from, to)).unwrap_err();
             assert_eq!(e.http_status(), 400, "{from:?} -> {to:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn two_hosts_or_an_empty_host_are_400() {
+        for host in [
+            "Host: server.example.com\r\nHost: other.example\r\n",
+            "Host: server.example.com\r\nHost: server.example.com\r\n",
+            "Host:\r\n",
+            "Host: \r\n",
+        ] {
+            let req = GOOD.replace("Host: server.example.com\r\n", host);
+            let e = parse(&req).unwrap_err();
+            assert!(
+                matches!(e, HandshakeError::InvalidHeader("Host")),
+                "{host:?}: {e}"
+            );
+            assert_eq!(ServerHandshake::reject(&e).status, 400, "{host:?}");
         }
     }
 

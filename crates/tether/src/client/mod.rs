@@ -12,7 +12,7 @@ mod tls;
 mod url;
 
 pub(crate) use open::Connected;
-pub(crate) use url::parse_url;
+use url::parse_url;
 
 use crate::error::{BoxError, Error, ErrorKind, Result};
 use crate::socket::{WebSocket, WebSocketConfig};
@@ -21,7 +21,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tether_proto::handshake::USER_AGENT;
+use tether_proto::handshake::{ClientRequest, USER_AGENT};
+use tether_proto::redact::SensitiveHeaders;
 
 /// Opens a WebSocket connection to `url` with the default settings.
 ///
@@ -53,6 +54,19 @@ type HeadersProvider = dyn Fn(
 
 /// Settings for opening a client connection.
 ///
+/// The setters are chainable and take values as they come; what cannot be
+/// sent is refused before anything is: a value with a control character
+/// (CR, LF, NUL...) in [`origin`](ClientBuilder::origin),
+/// [`user_agent`](ClientBuilder::user_agent) or a header, a
+/// [`subprotocol`](ClientBuilder::subprotocol) that is not a token. Such a
+/// value makes [`connect`](ClientBuilder::connect) fail with
+/// [`ErrorKind::Config`] before any connection is opened, and
+/// [`reconnecting`](ClientBuilder::reconnecting) and
+/// [`session`](ClientBuilder::session) stop with that error before their
+/// first attempt. [`ClientBuilder::validate`] runs the same checks at once.
+/// ([`ClientBuilder::header`] parses its name and value, so it returns its
+/// error at once.)
+///
 /// ```no_run
 /// # async fn run() -> tether::Result<()> {
 /// use std::time::Duration;
@@ -73,6 +87,8 @@ pub struct ClientBuilder {
     origin: Option<String>,
     subprotocols: Vec<String>,
     headers: HeaderMap,
+    /// Headers whose values are secrets: never shown, scrubbed from echoes.
+    sensitive: SensitiveHeaders,
     user_agent: Option<String>,
     open_timeout: Option<Duration>,
     config: WebSocketConfig,
@@ -87,10 +103,8 @@ impl std::fmt::Debug for ClientBuilder {
             .field("url", &tether_proto::redact::redact_url(&self.url))
             .field("origin", &self.origin)
             .field("subprotocols", &self.subprotocols)
-            .field(
-                "headers",
-                &tether_proto::redact::RedactedHeaders(&self.headers),
-            )
+            .field("headers", &self.sensitive.show(&self.headers))
+            .field("sensitive_headers", &self.sensitive)
             .field("open_timeout", &self.open_timeout)
             .field("config", &self.config)
             .field("tls", &self.tls)
@@ -109,6 +123,7 @@ impl ClientBuilder {
             origin: None,
             subprotocols: Vec::new(),
             headers: HeaderMap::new(),
+            sensitive: SensitiveHeaders::new(),
             user_agent: Some(USER_AGENT.to_string()),
             open_timeout: Some(Duration::from_secs(10)),
             config: WebSocketConfig::default(),
@@ -140,6 +155,66 @@ impl ClientBuilder {
         Ok(self)
     }
 
+    /// Treats the header `name` (any case) as carrying a secret, besides the
+    /// headers the default rule covers (Authorization, Proxy-Authorization,
+    /// Cookie, Set-Cookie, and names with `auth`, `token`, `key`, `secret`,
+    /// `session`...: see [`tether_proto::redact`]). Its value is never
+    /// shown in `Debug` output, and is scrubbed from a refusal's body that
+    /// echoes it ([`Error::response`](crate::Error::response), the error's
+    /// `Display`, the reconnect events, the logs). Repeatable.
+    ///
+    /// ```
+    /// let b = tether::ClientBuilder::new("ws://127.0.0.1:9001/")
+    ///     .header("X-Tenant-Pin", "4321")?
+    ///     .sensitive_header("X-Tenant-Pin");
+    /// assert!(!format!("{b:?}").contains("4321"));
+    /// # Ok::<(), tether::Error>(())
+    /// ```
+    pub fn sensitive_header(mut self, name: &str) -> Self {
+        self.sensitive.add(name);
+        self
+    }
+
+    /// Checks, without connecting, what [`connect`](ClientBuilder::connect)
+    /// checks before it opens a connection: the URL, the values that go into
+    /// the upgrade request (`Origin`, `User-Agent`, header values: no
+    /// control character but tab, RFC 9110 §5.5; subprotocols: tokens,
+    /// each offered once, RFC 6455 §4.1), the credentials of the URL and of
+    /// an explicit [`proxy`](ClientBuilder::proxy) (no control character,
+    /// RFC 7617 §2).
+    ///
+    /// ```
+    /// use tether::{ClientBuilder, ErrorKind};
+    /// let b = ClientBuilder::new("ws://127.0.0.1:9001/").origin("https://a.example\r\nX-Injected: 1");
+    /// assert_eq!(b.validate().unwrap_err().kind(), ErrorKind::Config);
+    /// assert!(ClientBuilder::new("ws://127.0.0.1:9001/").subprotocol("chat.v1").validate().is_ok());
+    /// ```
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] for a value that cannot be sent (the message
+    /// names it; a header's value is never shown), [`ErrorKind::InvalidUrl`]
+    /// for the URL.
+    pub fn validate(&self) -> Result<()> {
+        let request = ClientRequest {
+            origin: self.origin.clone(),
+            subprotocols: self.subprotocols.clone(),
+            headers: self.headers.clone(),
+            user_agent: self.user_agent.clone(),
+            ..ClientRequest::default()
+        };
+        request.validate()?;
+        parse_url(&self.url)?;
+        // Only the proxy's credentials here: an otherwise invalid proxy URL
+        // fails the attempt, as one from the environment does.
+        if let crate::proxy::ProxySetting::Url(u) = &self.proxy {
+            match crate::proxy::Proxy::parse(u) {
+                Err(e) if e.kind() == ErrorKind::Config => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// An async provider of request headers, called before each attempt, so
     /// that a token can be refreshed between attempts. Its headers replace
     /// the builder's headers of the same name. With a provider, a 401 or 403
@@ -165,10 +240,6 @@ impl ClientBuilder {
 
     pub(crate) fn has_headers_provider(&self) -> bool {
         self.provider.is_some()
-    }
-
-    pub(crate) fn url(&self) -> &str {
-        &self.url
     }
 
     pub(crate) fn set_url(&mut self, url: String) {
@@ -203,25 +274,33 @@ impl ClientBuilder {
         Ok(Some(headers))
     }
 
-    /// Replaces all extra request headers.
+    /// Replaces all extra request headers. (A `HeaderMap` holds only
+    /// valid values; [`ClientBuilder::validate`] checks them again.)
     pub fn headers(mut self, headers: HeaderMap) -> Self {
         self.headers = headers;
         self
     }
 
-    /// Sets the `Origin` header.
+    /// Sets the `Origin` header. A value with a control character (CR, LF,
+    /// NUL...) is never sent: connecting fails with [`ErrorKind::Config`]
+    /// (see [`ClientBuilder::validate`]).
     pub fn origin(mut self, origin: impl Into<String>) -> Self {
         self.origin = Some(origin.into());
         self
     }
 
-    /// Offers a subprotocol (repeatable, in order of preference).
+    /// Offers a subprotocol (repeatable, in order of preference). It must be
+    /// a token (letters, digits and ``!#$%&'*+-.^_`|~``), offered once
+    /// (RFC 6455 §4.1); otherwise connecting fails with
+    /// [`ErrorKind::Config`] (see [`ClientBuilder::validate`]).
     pub fn subprotocol(mut self, p: impl Into<String>) -> Self {
         self.subprotocols.push(p.into());
         self
     }
 
-    /// Sets the `User-Agent` header; `None` sends none.
+    /// Sets the `User-Agent` header; `None` sends none. A value with a
+    /// control character is never sent: connecting fails with
+    /// [`ErrorKind::Config`] (see [`ClientBuilder::validate`]).
     pub fn user_agent(mut self, ua: Option<String>) -> Self {
         self.user_agent = ua;
         self

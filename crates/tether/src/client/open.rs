@@ -19,6 +19,8 @@ impl ClientBuilder {
     /// the upgrade, all within the open timeout.
     ///
     /// # Errors
+    /// [`ErrorKind::Config`] for a value that cannot be sent (see
+    /// [`ClientBuilder::validate`]), before any connection is opened;
     /// [`ErrorKind::InvalidUrl`], [`ErrorKind::Dns`], [`ErrorKind::Connect`]
     /// (refused, reset, or closed during the handshake),
     /// [`ErrorKind::Tls`] (certificate or host name not verified, TLS
@@ -40,6 +42,8 @@ impl ClientBuilder {
     /// # Cancel safety
     /// Cancelling drops the attempt.
     pub async fn connect_with_response(self) -> Result<(WebSocket, Response)> {
+        // Before the credentials provider is asked for anything.
+        self.validate()?;
         let headers = self.provided_headers(1, false).await?;
         let c = self.connect_full(headers).await?;
         Ok((c.ws, c.response))
@@ -48,6 +52,8 @@ impl ClientBuilder {
     /// Connects, following redirects, within the open timeout. `headers`
     /// replaces the builder's extra headers (a credentials provider's).
     pub(crate) async fn connect_full(&self, headers: Option<HeaderMap>) -> Result<Connected> {
+        // Nothing is sent with a value that cannot be (header injection).
+        self.validate()?;
         let headers = headers.unwrap_or_else(|| self.headers.clone());
         let attempt = self.follow_redirects(headers);
         let result = match self.open_timeout {
@@ -186,6 +192,13 @@ impl ClientBuilder {
             )
         })?;
         let request = self.request(target, headers);
+        // The last guard: the provider's headers and a redirect's target
+        // were not seen by `validate`.
+        request.validate()?;
+        // A refusal's body is shown in errors: a server that echoes the
+        // request back must not make our secrets appear there.
+        let mut secrets = target.secrets.clone();
+        secrets.add_headers(&request.headers, &self.sensitive);
         let mut hs = ClientHandshake::new(&request, key);
         io.write_all(hs.request()).await.map_err(|e| {
             Error::io(ErrorKind::Connect, e)
@@ -207,9 +220,7 @@ impl ClientBuilder {
             } else {
                 hs.receive(&buf)
             };
-            // A refusal's body is shown in errors: a server that echoes the
-            // request back must not make our credentials appear there.
-            match progress.map_err(|e| Error::from(e).redact_body(&request.headers))? {
+            match progress.map_err(|e| Error::from(e).redact_body(&secrets))? {
                 Progress::NeedMore => continue,
                 Progress::Done(a) => break a,
             }

@@ -2,7 +2,8 @@
 //! needs, and resolving redirects (RFC 6455 §3, RFC 9110 §10.2.2).
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::userinfo::decode_userinfo;
+use crate::secrets::Secrets;
+use crate::userinfo::{check_no_controls, decode_userinfo};
 use base64::Engine as _;
 
 /// A parsed `ws://` or `wss://` URL.
@@ -15,6 +16,9 @@ pub(crate) struct Target {
     pub(crate) host_header: String,
     pub(crate) resource: String,
     pub(crate) basic_auth: Option<String>,
+    /// The URL's secrets (user-info, credential-like query values), to
+    /// scrub from a refusal that echoes them.
+    pub(crate) secrets: Secrets,
 }
 
 pub(crate) fn parse_url(raw: &str) -> Result<Target> {
@@ -65,6 +69,9 @@ pub(crate) fn parse_url(raw: &str) -> Result<Target> {
             |e: std::string::FromUtf8Error| String::from_utf8_lossy(e.as_bytes()).into_owned();
         let user = decode_userinfo(url.username()).unwrap_or_else(lossy);
         let pass = decode_userinfo(url.password().unwrap_or("")).unwrap_or_else(lossy);
+        check_no_controls(&user, &pass).map_err(|why| {
+            Error::msg(ErrorKind::Config, format!("invalid URL credentials: {why}")).with_url(raw)
+        })?;
         Some(format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
@@ -72,6 +79,8 @@ pub(crate) fn parse_url(raw: &str) -> Result<Target> {
     } else {
         None
     };
+    let mut secrets = Secrets::default();
+    secrets.add_url(&url);
     Ok(Target {
         tls,
         host,
@@ -79,6 +88,7 @@ pub(crate) fn parse_url(raw: &str) -> Result<Target> {
         host_header,
         resource,
         basic_auth,
+        secrets,
     })
 }
 
@@ -152,6 +162,12 @@ mod tests {
             parse_url("ws://x/#frag").unwrap_err().kind(),
             ErrorKind::InvalidUrl
         );
+        // RFC 7617 §2: no control character in Basic credentials.
+        for url in ["ws://u:p%0D%0Ax@h/", "ws://u%00:p@h/", "ws://u%09@h/"] {
+            let e = parse_url(url).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Config, "{url}");
+            assert!(e.to_string().contains("control character"), "{e}");
+        }
     }
 
     #[test]

@@ -62,7 +62,7 @@ impl Proxy {
         let mut chunk = [0u8; 2048];
         // Set once the head is a refusal: until when its body is read.
         let mut body_deadline = None;
-        let response = loop {
+        let mut response = loop {
             let n = match body_deadline {
                 None => s.read(&mut chunk).await.map_err(|e| {
                     Error::io(ErrorKind::Connect, e)
@@ -108,6 +108,12 @@ impl Proxy {
                 break refusal;
             }
         };
+        // A proxy that echoes the CONNECT must not show our credentials.
+        if let Some((user, pass)) = &self.credentials {
+            let mut secrets = crate::secrets::Secrets::default();
+            secrets.add_basic(user, pass);
+            secrets.scrub_response(&mut response);
+        }
         let status = response.status;
         // 407 is the proxy's "credentials needed or refused"; some proxies
         // (tinyproxy) answer wrong credentials with 401.

@@ -73,8 +73,11 @@
 //! | the proxy closes the connection in the middle of its handshake | [`ErrorKind::Connect`] | yes |
 //! | an invalid answer (not HTTP, head over 8 KiB, not SOCKS5) | [`ErrorKind::Handshake`] | no |
 //! | an invalid proxy URL, explicit or from the environment | [`ErrorKind::InvalidUrl`] | no |
+//! | a user name or password with a control character (RFC 7617 §2); an explicit proxy's fails [`ClientBuilder::validate`](crate::ClientBuilder::validate), before any attempt | [`ErrorKind::Config`] | no |
 //!
-//! Proxy credentials never appear in `Debug` output, error messages or logs.
+//! Proxy credentials never appear in `Debug` output, error messages or logs,
+//! nor in a refusal's body that echoes them (the base64 token, the decoded
+//! `user:password` and the password are scrubbed from it).
 
 mod env;
 mod http;
@@ -88,7 +91,7 @@ pub use http::MAX_CONNECT_HEAD;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::transport::connect_tcp;
-use crate::userinfo::decode_userinfo;
+use crate::userinfo::{check_no_controls, decode_userinfo};
 use std::fmt;
 use tether_proto::redact::REDACTED;
 use tokio::net::TcpStream;
@@ -246,6 +249,11 @@ impl Proxy {
                     .map_err(|_| invalid("the user name is not UTF-8 once decoded"))?;
                 let pass = decode_userinfo(pass)
                     .map_err(|_| invalid("the password is not UTF-8 once decoded"))?;
+                check_no_controls(&user, &pass).map_err(|why| {
+                    let url = tether_proto::redact::redact_url(raw);
+                    Error::msg(ErrorKind::Config, format!("invalid proxy URL {url}: {why}"))
+                        .with_proxy(false)
+                })?;
                 Some((user, pass))
             }
         };
@@ -409,6 +417,12 @@ mod tests {
             let e = Proxy::parse(bad).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidUrl, "{bad}");
             assert!(e.is_proxy(), "{bad}");
+        }
+        for bad in ["http://u:p%0D%0Ax@p", "socks5://u%0A:p@p"] {
+            let e = Proxy::parse(bad).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Config, "{bad}");
+            assert!(e.is_proxy(), "{bad}");
+            assert!(e.to_string().contains("control character"), "{e}");
         }
         let e = Proxy::parse("https://u:hunter2@p").unwrap_err();
         assert!(!e.to_string().contains("hunter2"), "{e}");

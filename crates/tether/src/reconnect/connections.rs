@@ -136,9 +136,10 @@ impl Stream for Connections {
                         }
                         continue;
                     }
-                    // An invalid URL is fatal before any attempt.
+                    // An invalid URL, or a value that cannot be sent, is
+                    // fatal before any attempt.
                     if this.planner.attempts == 0 {
-                        if let Err(e) = crate::client::parse_url(this.builder.url()) {
+                        if let Err(e) = this.builder.validate() {
                             this.planner.stopped(&e);
                             this.state = St::Done;
                             return Poll::Ready(Some(Err(e)));

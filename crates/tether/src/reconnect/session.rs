@@ -317,6 +317,15 @@ impl Driver {
     }
 
     async fn run(mut self) -> VecDeque<Message> {
+        // An invalid URL, or a value that cannot be sent, is fatal before
+        // any attempt.
+        if let Err(e) = self.builder.validate() {
+            self.planner.stopped(&e);
+            let _ = self.state.send(SessionState::Stopped {
+                error: Some(Arc::new(e)),
+            });
+            return self.leftovers();
+        }
         loop {
             if let Some((_, _, done)) = self.close_requested() {
                 let _ = self.state.send(SessionState::Stopped { error: None });
