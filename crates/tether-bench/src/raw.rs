@@ -500,6 +500,63 @@ pub(crate) fn loadgen(addr: SocketAddr, job: Arc<Job>, tally: Arc<Tally>) -> Con
     })
 }
 
+/// What an idle connection does after its upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IdleUse {
+    /// Nothing: no extension offered, no frame sent.
+    Plain,
+    /// Offers permessage-deflate as browsers do ([`crate::deflate::BROWSER_OFFER`])
+    /// and sends nothing.
+    DeflateIdle,
+    /// Offers as [`IdleUse::DeflateIdle`], then sends one compressed message
+    /// (the first of the job's) and waits for its compressed echo.
+    DeflateOneMessage,
+}
+
+/// One connection of the idle-memory cells: the load generator's upgrade,
+/// then, for [`IdleUse::DeflateOneMessage`], one masked RSV1 text frame
+/// and its echo, checked (inflated with the server's context, compared
+/// with what was sent). Returns the stream, to be kept open and silent.
+pub(crate) async fn idle_conn(
+    addr: SocketAddr,
+    what: IdleUse,
+    job: &Job,
+) -> Result<TcpStream, String> {
+    // Enough for the 101 and the echo of a compressed 1 KiB message.
+    let mut rd = vec![0u8; 4096];
+    let offer = (what != IdleUse::Plain).then_some(crate::deflate::BROWSER_OFFER);
+    let mut up = upgrade(addr, offer, &mut rd).await?;
+    let leftover = &rd[up.head_len..up.got];
+    if what != IdleUse::DeflateOneMessage {
+        if !leftover.is_empty() {
+            return Err("server sent frames right after the 101".into());
+        }
+        return Ok(up.tcp);
+    }
+    let agreed = up.agreed.ok_or("no permessage-deflate agreement")?;
+    // The first message of a compressor that keeps its context is
+    // compressed exactly as one compressed on its own.
+    let frame = job.compressed(agreed.client_bits)?.frames(0, 1);
+    up.tcp
+        .write_all(frame)
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut check = EchoCheck::new(job, Some(agreed));
+    let mut done = check.feed(leftover)?;
+    while done == 0 {
+        let n = up
+            .tcp
+            .read(&mut rd)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err("server closed the connection before echoing".into());
+        }
+        done += check.feed(&rd[..n])?;
+    }
+    Ok(up.tcp)
+}
+
 /// The echo side of the raw server: unmasks client frames and queues them
 /// back unmasked, streaming large payloads as they arrive. With
 /// permessage-deflate (both sides without context takeover), compressed
