@@ -13,6 +13,11 @@ pub(crate) const NAME: &str = "permessage-deflate";
 pub(crate) const OFFER: &str =
     "permessage-deflate; client_no_context_takeover; client_max_window_bits";
 
+/// What browsers offer (and the idle-memory cells): permessage-deflate,
+/// letting the server limit the client's window, with context takeover
+/// both ways unless the server asks otherwise.
+pub(crate) const BROWSER_OFFER: &str = "permessage-deflate; client_max_window_bits";
+
 /// The bytes a sync flush ends with, left out of each compressed message.
 const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 

@@ -275,7 +275,7 @@ fn cpu_set(cpu: usize) -> Option<libc::cpu_set_t> {
 }
 
 /// Pins the calling thread to `cpu`, if the process may run there.
-fn pin_to_cpu(cpu: usize) {
+pub(crate) fn pin_to_cpu(cpu: usize) {
     if let Some(set) = cpu_set(cpu) {
         // SAFETY: only reads the set passed; pid 0 is the calling thread.
         unsafe {
@@ -368,7 +368,8 @@ pub(crate) fn wait_quiet(max_others: f64, limit: Duration) -> bool {
     false
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+/// A current-thread tokio runtime.
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -387,7 +388,7 @@ pub(crate) struct Measured {
 }
 
 /// A server started for one run: where it listens, and how to stop it.
-enum Running {
+pub(crate) enum Running {
     Thread(
         std::thread::JoinHandle<()>,
         tokio::sync::oneshot::Sender<()>,
@@ -416,20 +417,9 @@ fn start_thread(server: ServerFn) -> Result<(SocketAddr, Running), String> {
                 addr_tx
                     .send(listener.local_addr().expect("local address"))
                     .expect("send address");
-                let accept = async {
-                    loop {
-                        match listener.accept().await {
-                            Ok((tcp, _)) => {
-                                let _ = tcp.set_nodelay(true);
-                                tokio::spawn(server(tcp));
-                            }
-                            Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
-                        }
-                    }
-                };
                 tokio::select! {
                     _ = stop_rx => {}
-                    _ = accept => {}
+                    _ = accept_loop(listener, server) => {}
                 }
             });
             // Dropping the runtime drops every connection handler.
@@ -442,10 +432,24 @@ fn start_thread(server: ServerFn) -> Result<(SocketAddr, Running), String> {
     Ok((addr, Running::Thread(server_thread, stop_tx)))
 }
 
+/// Accepts connections until the future is dropped, each served by
+/// `server` on its own task, with `TCP_NODELAY` set (for all servers alike).
+pub(crate) async fn accept_loop(listener: TcpListener, server: ServerFn) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, _)) => {
+                let _ = tcp.set_nodelay(true);
+                tokio::spawn(server(tcp));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+        }
+    }
+}
+
 /// Starts the child process of `cmd` with CPU 0 as its only CPU (set
 /// before `exec`, so every thread it starts inherits it), and reads the
 /// port it prints.
-fn start_process(mut cmd: Command) -> Result<(SocketAddr, Running), String> {
+pub(crate) fn start_process(mut cmd: Command) -> Result<(SocketAddr, Running), String> {
     let set = cpu_set(0);
     cmd.stdin(Stdio::null()).stdout(Stdio::piped());
     // SAFETY: between fork and exec the closure makes one system call,
@@ -494,14 +498,16 @@ fn start_process(mut cmd: Command) -> Result<(SocketAddr, Running), String> {
 }
 
 impl Running {
-    fn pid(&self) -> Option<u32> {
+    /// The child process, if the server runs in one.
+    pub(crate) fn pid(&self) -> Option<u32> {
         match self {
             Running::Thread(..) => None,
             Running::Process(c) => Some(c.id()),
         }
     }
 
-    fn stop(self) {
+    /// Stops the server (kills its child process, if any).
+    pub(crate) fn stop(self) {
         match self {
             Running::Thread(thread, stop) => {
                 let _ = stop.send(());

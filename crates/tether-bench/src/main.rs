@@ -16,12 +16,17 @@
 //! pinned to one CPU, the load on another pinned to the other CPU. Every
 //! cell is repeated (libraries interleaved) and the median is reported.
 //!
-//! Run: `cargo run --release -p tether-bench -- [--quick]`. The tables go to
-//! stdout and to `target/bench-results.md`.
+//! - Idle memory: each server alone in a child process, the server's RSS
+//!   growth per upgraded connection left idle (see [`idle`]).
+//!
+//! Run: `cargo run --release -p tether-bench -- [--quick]` (`--idle` for the
+//! idle-memory cells only). The tables go to stdout and to
+//! `target/bench-results.md`.
 
 mod clients;
 mod deflate;
 mod harness;
+mod idle;
 mod peers;
 mod raw;
 mod report;
@@ -48,10 +53,21 @@ struct Args {
     /// Counting window in seconds (default 0.55; 0.4 with --quick).
     #[arg(long)]
     duration: Option<f64>,
-    /// Which side to measure: server, client or both (the compressed cells
-    /// are server side).
+    /// Which side to measure: server, client, both, or idle (the compressed
+    /// cells are server side; both also runs the idle-memory cells).
     #[arg(long, default_value = "both")]
     side: String,
+    /// Only the idle-memory cells (as `--side idle`).
+    #[arg(long)]
+    idle: bool,
+    /// Connections measured in each idle-memory cell, after a warm-up of 200
+    /// (default 10000; 2000 with --quick).
+    #[arg(long)]
+    idle_conns: Option<usize>,
+    /// Internal: serve this library's echo handler in this process (the
+    /// server of an idle-memory cell).
+    #[arg(long, hide = true, value_name = "LABEL")]
+    idle_server: Option<String>,
     /// Only the cells whose label contains this (e.g. "16 B", or "deflate"
     /// for the compressed cells).
     #[arg(long)]
@@ -85,6 +101,34 @@ const DEFLATE_SERVERS: &[(&str, Server)] = &[
     ("tether", Server::Local(servers::tether)),
     ("Python websockets", Server::External(peers::python)),
     ("Node ws", Server::External(peers::node)),
+];
+
+/// The servers of the idle-memory cells, each with whether it supports
+/// permessage-deflate (the deflate cells).
+const IDLE_SERVERS: &[(&str, Server, bool)] = &[
+    ("tether", Server::Local(servers::tether), true),
+    (
+        "tokio-tungstenite (split+forward)",
+        Server::Local(servers::tungstenite_forward),
+        false,
+    ),
+    (
+        "tokio-tungstenite (next/send)",
+        Server::Local(servers::tungstenite_next_send),
+        false,
+    ),
+    (
+        "fastwebsockets",
+        Server::Local(servers::fastwebsockets),
+        false,
+    ),
+    (
+        "tokio-websockets",
+        Server::Local(servers::tokio_websockets),
+        false,
+    ),
+    ("Python websockets", Server::External(peers::python), true),
+    ("Node ws", Server::External(peers::node), true),
 ];
 
 /// Share of one CPU (percent) that other processes may take during a
@@ -264,6 +308,13 @@ impl Runner {
 
 fn main() {
     let args = Args::parse();
+    if let Some(label) = &args.idle_server {
+        if let Err(e) = idle::serve(label, SERVERS) {
+            eprintln!("idle server {label}: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     // Short windows and more repetitions: on a shared machine, disturbances
     // come in bursts of a few seconds, which the median of 5 rides out better.
     let (reps, warmup, measure) = if args.quick {
@@ -276,15 +327,17 @@ fn main() {
         warmup: Duration::from_secs_f64(args.warmup.unwrap_or(warmup)),
         measure: Duration::from_secs_f64(args.duration.unwrap_or(measure)),
     };
-    let do_server = args.side != "client";
-    let do_client = args.side != "server";
+    let idle_only = args.idle || args.side == "idle";
+    let do_server = !idle_only && args.side != "client";
+    let do_client = !idle_only && args.side != "server";
+    let do_idle = idle_only || args.side == "both";
     let pick = |all: &[Cell]| -> Vec<Cell> {
         all.iter()
             .copied()
             .filter(|c| args.cells.as_deref().is_none_or(|f| c.label().contains(f)))
             .collect()
     };
-    let cells = pick(CELLS);
+    let cells = if idle_only { Vec::new() } else { pick(CELLS) };
     let dcells = if do_server {
         pick(DEFLATE_CELLS)
     } else {
@@ -365,12 +418,28 @@ fn main() {
         }
     }
 
-    let peer_versions = if dcells.is_empty() {
-        String::new()
+    let idle = do_idle.then(|| run_idle(&args, &wanted)).flatten();
+
+    // Python or Node measured (a peer not installed is not among the libs).
+    let peers_ran = !dcells.is_empty()
+        || idle.as_ref().is_some_and(|i| {
+            IDLE_SERVERS
+                .iter()
+                .any(|(n, s, _)| matches!(s, Server::External(_)) && i.libs.iter().any(|l| l == n))
+        });
+    let peer_versions = if peers_ran {
+        format!(" Python and Node peers: {}.", peers::versions())
     } else {
-        format!(" Compressed cells: {}.", peers::versions())
+        String::new()
     };
-    let mut doc = format!(
+    let mut doc = if idle_only {
+        format!(
+            "# tether idle-memory benchmark\n\nVersions: {}.{peer_versions} Total time {:.0} s.\n\n",
+            versions(),
+            started.elapsed().as_secs_f64()
+        )
+    } else {
+        format!(
         "# tether echo benchmark\n\n\
          Versions: {}.{peer_versions}\n\n\
          Loopback echo. The server runs on a current-thread tokio runtime in its own thread pinned to \
@@ -388,7 +457,8 @@ fn main() {
         disturbance(cpu_before, started.elapsed().as_secs_f64()),
         runner.retried,
         runner.kept_disturbed
-    );
+    )
+    };
     let mut appendix = String::new();
     let with_ceiling = |libs: Vec<Vec<report::Samples>>| -> Vec<Vec<report::Samples>> {
         libs.into_iter()
@@ -475,6 +545,12 @@ fn main() {
         doc.push_str(&side.table(&cells));
         doc.push('\n');
         appendix.push_str(&side.samples_table(&cells));
+        appendix.push('\n');
+    }
+    if let Some(idle) = &idle {
+        doc.push_str(&idle.table());
+        doc.push('\n');
+        appendix.push_str(&idle.samples_table());
     }
     print!("{doc}");
     let out = args.out.unwrap_or_else(|| {
@@ -488,4 +564,112 @@ fn main() {
         Ok(()) => eprintln!("wrote {}", out.display()),
         Err(e) => eprintln!("could not write {}: {e}", out.display()),
     }
+}
+
+/// Runs the idle-memory cells picked by `--cells` for the servers picked
+/// by `--libs`, the cells in turn and the servers within each cell.
+fn run_idle(args: &Args, wanted: &dyn Fn(&str) -> bool) -> Option<report::Idle> {
+    let uses: Vec<raw::IdleUse> = idle::USES
+        .iter()
+        .copied()
+        .filter(|u| {
+            args.cells
+                .as_deref()
+                .is_none_or(|f| idle::label(*u).contains(f))
+        })
+        .collect();
+    // A peer that is not installed is left out, with one line saying so.
+    let mut not_run = Vec::new();
+    let servers: Vec<&(&str, Server, bool)> = IDLE_SERVERS
+        .iter()
+        .filter(|(n, ..)| wanted(n))
+        .filter(|(n, s, _)| match s {
+            Server::External(f) => f()
+                .map_err(|e| not_run.push(format!("{n}: not run ({e})")))
+                .is_ok(),
+            Server::Local(_) => true,
+        })
+        .collect();
+    for n in &not_run {
+        eprintln!("[idle] {n}");
+    }
+    if uses.is_empty() || (servers.is_empty() && not_run.is_empty()) {
+        return None;
+    }
+    let nofile = idle::raise_nofile();
+    let asked = args
+        .idle_conns
+        .unwrap_or(if args.quick { 2_000 } else { 10_000 });
+    let conns = idle::fit(asked, nofile);
+    let lowered = if conns < asked {
+        eprintln!("[idle] the open-file limit ({nofile}) leaves room for {conns} connections, not {asked}");
+        format!(
+            " (lowered from {asked}: the open-file limit is {nofile}, and the warm-up and a margin \
+             need the rest)"
+        )
+    } else {
+        String::new()
+    };
+    let mut results = vec![vec![None; uses.len()]; servers.len()];
+    for (ui, &what) in uses.iter().enumerate() {
+        for (si, &&(name, server, deflate)) in servers.iter().enumerate() {
+            if what != raw::IdleUse::Plain && !deflate {
+                continue;
+            }
+            let r = if conns == 0 {
+                Err("the open-file limit leaves no room for connections".into())
+            } else {
+                idle::measure(name, server, what, conns)
+            };
+            match &r {
+                Ok(g) => eprintln!(
+                    "[idle] {name}, {}: {} KiB after {} warm-up connections, {} KiB after {conns} \
+                     more (opened in {:.1} s): {:.1} KiB/conn{}",
+                    idle::label(what),
+                    g.baseline_kib,
+                    idle::WARMUP,
+                    g.after_kib,
+                    g.open_secs,
+                    g.per_conn(),
+                    if g.sent_frames > 0 {
+                        format!(" (the server sent frames to {} of them)", g.sent_frames)
+                    } else {
+                        String::new()
+                    }
+                ),
+                Err(e) => eprintln!("[idle] {name}, {}: ERROR {e}", idle::label(what)),
+            }
+            results[si][ui] = Some(r);
+        }
+    }
+    let note = format!(
+        "Each server runs alone in a child process pinned to one CPU, so that its resident memory is only \
+         the server's: the Rust servers are this binary run again with `--idle-server <label>`, serving \
+         with the throughput cells' connection handlers on a current-thread tokio runtime (tether: \
+         `ServerBuilder::new()`, which accepts permessage-deflate with a 12-bit server window and context \
+         takeover, plus `max_message_size(16 MiB)`); Python websockets and Node ws are the compressed \
+         cells' echo servers. The load side, on the other CPU, opens connections with the load \
+         generator's raw upgrade ({OPENING} handshakes at a time) and waits for every 101: without an \
+         extension offer for *idle, no compression*, with `{}` (what browsers send) for the deflate \
+         cells. It opens {warmup} connections first (so that runtime, allocator and tables are warm), \
+         lets the server settle (1 s, then until two reads 250 ms apart agree within 64 KiB) and reads \
+         its `VmRSS` from `/proc/<pid>/status`; then opens N = {conns} more{lowered}, lets it settle \
+         and reads it again. **KiB/conn = RSS growth / N.** *deflate, after one 1 KiB message*: each \
+         connection first sends one 1 KiB JSON text message, compressed (masked, RSV1), and waits for \
+         its compressed echo (inflated and compared). The connections stay open and silent (a check \
+         afterwards finds none closed by the server, and warns of any the server sent a frame to, such \
+         as a keepalive ping); all are closed and the server killed between cells. Socket buffers \
+         are the kernel's, not in RSS. **peer / tether**: the peer's KiB/conn divided by tether's; \
+         above 1 means tether is leaner. n/a: the library has no permessage-deflate.",
+        deflate::BROWSER_OFFER,
+        OPENING = idle::OPENING,
+        warmup = idle::WARMUP,
+    );
+    Some(report::Idle {
+        note,
+        libs: servers.iter().map(|(n, ..)| n.to_string()).collect(),
+        cells: uses.iter().map(|u| idle::label(*u).to_string()).collect(),
+        results,
+        not_run,
+    })
 }

@@ -7,7 +7,7 @@
 //! large messages) and writes as many frames per system call as are ready.
 
 use crate::deflate::{Agreed, Inflate};
-use crate::harness::{ConnFuture, Job, Ring, Tally};
+use crate::harness::{ConnFuture, Job, Tally};
 use base64::Engine as _;
 use sha1::{Digest, Sha1};
 use std::future::poll_fn;
@@ -358,46 +358,82 @@ impl EchoCheck {
     }
 }
 
+/// A connection the load generator upgraded.
+pub(crate) struct Upgraded {
+    pub(crate) tcp: TcpStream,
+    /// The server's answer to the permessage-deflate offer, if one was made.
+    pub(crate) agreed: Option<Agreed>,
+    /// The length of the response head in the read buffer.
+    pub(crate) head_len: usize,
+    /// The bytes read into the buffer (those past `head_len` are frames).
+    pub(crate) got: usize,
+}
+
+/// The load generator's upgrade: a fixed-key request, offering `offer` as
+/// `Sec-WebSocket-Extensions` if given, and the 101 checked (the accept
+/// key, and the extension answer: a permessage-deflate agreement when
+/// offered, none when not). The response is read into `rd`.
+pub(crate) async fn upgrade(
+    addr: SocketAddr,
+    offer: Option<&str>,
+    rd: &mut [u8],
+) -> Result<Upgraded, String> {
+    let mut tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    let extensions = offer
+        .map(|o| format!("Sec-WebSocket-Extensions: {o}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{extensions}\r\n"
+    );
+    tcp.write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("handshake write: {e}"))?;
+    let (head_len, got) = read_head(&mut tcp, rd).await?;
+    let head = String::from_utf8_lossy(&rd[..head_len]).to_ascii_lowercase();
+    if !head.starts_with("http/1.1 101") {
+        return Err(format!(
+            "no 101 in response: {:?}",
+            head.lines().next().unwrap_or("")
+        ));
+    }
+    if !head.contains(&ACCEPT.to_ascii_lowercase()) {
+        return Err("wrong or missing Sec-WebSocket-Accept".into());
+    }
+    let agreed = if offer.is_some() {
+        Some(crate::deflate::agreed(&head)?)
+    } else {
+        if head.contains("sec-websocket-extensions:") {
+            return Err("server answered with extensions that were not offered".into());
+        }
+        None
+    };
+    Ok(Upgraded {
+        tcp,
+        agreed,
+        head_len,
+        got,
+    })
+}
+
 /// One connection of the load generator: a hand-made upgrade, then `k`
 /// pre-encoded masked frames in flight, one more sent per echo received.
 pub(crate) fn loadgen(addr: SocketAddr, job: Arc<Job>, tally: Arc<Tally>) -> ConnFuture {
     Box::pin(async move {
-        let mut tcp = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-        let extensions = if job.deflate {
-            format!("Sec-WebSocket-Extensions: {}\r\n", crate::deflate::OFFER)
-        } else {
-            String::new()
-        };
-        let request = format!(
-            "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{extensions}\r\n"
-        );
-        tcp.write_all(request.as_bytes())
-            .await
-            .map_err(|e| format!("handshake write: {e}"))?;
         let mut rd = vec![0u8; READ_BUF];
-        let (head_len, got) = read_head(&mut tcp, &mut rd).await?;
-        let head = String::from_utf8_lossy(&rd[..head_len]).to_ascii_lowercase();
-        if !head.starts_with("http/1.1 101") {
-            return Err(format!(
-                "no 101 in response: {:?}",
-                head.lines().next().unwrap_or("")
-            ));
-        }
-        if !head.contains(&ACCEPT.to_ascii_lowercase()) {
-            return Err("wrong or missing Sec-WebSocket-Accept".into());
-        }
-        let (agreed, ring): (Option<Agreed>, &Ring) = if job.deflate {
-            let a = crate::deflate::agreed(&head)?;
-            (Some(a), job.compressed(a.client_bits)?)
-        } else {
-            if head.contains("sec-websocket-extensions:") {
-                return Err("server answered with extensions that were not offered".into());
-            }
-            (None, &job.plain)
+        let offer = job.deflate.then_some(crate::deflate::OFFER);
+        let Upgraded {
+            mut tcp,
+            agreed,
+            head_len,
+            got,
+        } = upgrade(addr, offer, &mut rd).await?;
+        let ring = match agreed {
+            Some(a) => job.compressed(a.client_bits)?,
+            None => &job.plain,
         };
         let mut check = EchoCheck::new(&job, agreed);
         if check.feed(&rd[head_len..got])? != 0 {
@@ -462,6 +498,63 @@ pub(crate) fn loadgen(addr: SocketAddr, job: Arc<Job>, tally: Arc<Tally>) -> Con
         })
         .await
     })
+}
+
+/// What an idle connection does after its upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IdleUse {
+    /// Nothing: no extension offered, no frame sent.
+    Plain,
+    /// Offers permessage-deflate as browsers do ([`crate::deflate::BROWSER_OFFER`])
+    /// and sends nothing.
+    DeflateIdle,
+    /// Offers as [`IdleUse::DeflateIdle`], then sends one compressed message
+    /// (the first of the job's) and waits for its compressed echo.
+    DeflateOneMessage,
+}
+
+/// One connection of the idle-memory cells: the load generator's upgrade,
+/// then, for [`IdleUse::DeflateOneMessage`], one masked RSV1 text frame
+/// and its echo, checked (inflated with the server's context, compared
+/// with what was sent). Returns the stream, to be kept open and silent.
+pub(crate) async fn idle_conn(
+    addr: SocketAddr,
+    what: IdleUse,
+    job: &Job,
+) -> Result<TcpStream, String> {
+    // Enough for the 101 and the echo of a compressed 1 KiB message.
+    let mut rd = vec![0u8; 4096];
+    let offer = (what != IdleUse::Plain).then_some(crate::deflate::BROWSER_OFFER);
+    let mut up = upgrade(addr, offer, &mut rd).await?;
+    let leftover = &rd[up.head_len..up.got];
+    if what != IdleUse::DeflateOneMessage {
+        if !leftover.is_empty() {
+            return Err("server sent frames right after the 101".into());
+        }
+        return Ok(up.tcp);
+    }
+    let agreed = up.agreed.ok_or("no permessage-deflate agreement")?;
+    // The first message of a compressor that keeps its context is
+    // compressed exactly as one compressed on its own.
+    let frame = job.compressed(agreed.client_bits)?.frames(0, 1);
+    up.tcp
+        .write_all(frame)
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut check = EchoCheck::new(job, Some(agreed));
+    let mut done = check.feed(leftover)?;
+    while done == 0 {
+        let n = up
+            .tcp
+            .read(&mut rd)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err("server closed the connection before echoing".into());
+        }
+        done += check.feed(&rd[..n])?;
+    }
+    Ok(up.tcp)
 }
 
 /// The echo side of the raw server: unmasks client frames and queues them

@@ -1,6 +1,7 @@
 //! Turning the samples into markdown tables.
 
 use crate::harness::{Cell, Measured};
+use crate::idle::Growth;
 use std::fmt::Write as _;
 
 /// The runs of one library in one cell: messages per second, or an error.
@@ -249,6 +250,131 @@ pub(crate) fn wire_table(
     out
 }
 
+/// The idle-memory results: one row per server, one column per cell.
+pub(crate) struct Idle {
+    /// One paragraph under the title on how it was measured.
+    pub(crate) note: String,
+    /// Row labels (servers); the first is tether.
+    pub(crate) libs: Vec<String>,
+    /// Column labels (cells).
+    pub(crate) cells: Vec<String>,
+    /// `results[lib][cell]`; `None` where the server does not support the
+    /// cell (permessage-deflate).
+    pub(crate) results: Vec<Vec<Option<Result<Growth, String>>>>,
+    /// Servers left out, with why (a peer not installed).
+    pub(crate) not_run: Vec<String>,
+}
+
+/// KiB per connection with one decimal.
+fn kib(g: &Growth) -> String {
+    format!("{:.1}", g.per_conn())
+}
+
+impl Idle {
+    /// The markdown table: KiB per connection and peer / tether for each
+    /// cell, then any errors.
+    pub(crate) fn table(&self) -> String {
+        let mut out = format!(
+            "## Idle memory (server RSS growth per connection)\n\n{}\n\n",
+            self.note
+        );
+        let mut head = String::from("| server |");
+        let mut rule = String::from("|---|");
+        for c in &self.cells {
+            let _ = write!(head, " {c}: KiB/conn | peer / tether (>1: tether leaner) |");
+            rule.push_str("---:|---:|");
+        }
+        let _ = writeln!(out, "{head}\n{rule}");
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        for (li, lib) in self.libs.iter().enumerate() {
+            let mut row = format!("| {lib} |");
+            for (ci, cell) in self.cells.iter().enumerate() {
+                let (value, ratio) = match &self.results[li][ci] {
+                    None => ("n/a".to_string(), String::new()),
+                    Some(Err(e)) => {
+                        errors.push(format!("- {lib}, {cell}: {e}"));
+                        ("ERR".into(), "-".into())
+                    }
+                    Some(Ok(g)) => {
+                        if g.sent_frames > 0 {
+                            warnings.push(format!(
+                                "- {lib}, {cell}: the server had sent frames (keepalive pings) to {} \
+                                 of the connections by the end, so they were not all idle",
+                                g.sent_frames
+                            ));
+                        }
+                        let tether = match &self.results[0][ci] {
+                            Some(Ok(t))
+                                if li > 0 && self.libs[0] == "tether" && t.per_conn() > 0.0 =>
+                            {
+                                Some(t.per_conn())
+                            }
+                            _ => None,
+                        };
+                        let ratio = tether
+                            .map_or_else(|| "-".into(), |t| format!("{:.2}x", g.per_conn() / t));
+                        (kib(g), ratio)
+                    }
+                };
+                let _ = write!(row, " {value} | {ratio} |");
+            }
+            let _ = writeln!(out, "{row}");
+        }
+        if !warnings.is_empty() {
+            let _ = writeln!(out, "\nWarnings:\n");
+            for w in warnings {
+                let _ = writeln!(out, "{w}");
+            }
+        }
+        if !self.not_run.is_empty() {
+            let _ = writeln!(out, "\nLeft out:\n");
+            for n in &self.not_run {
+                let _ = writeln!(out, "- {n}");
+            }
+        }
+        if !errors.is_empty() {
+            let _ = writeln!(out, "\nErrors (a failed measurement shows as ERR):\n");
+            for e in errors {
+                let _ = writeln!(out, "{e}");
+            }
+        }
+        out
+    }
+
+    /// Every measurement with its RSS readings.
+    pub(crate) fn samples_table(&self) -> String {
+        let mut out = String::from(
+            "### Idle memory: every measurement\n\n\
+             | server | cell | RSS after warm-up (KiB) | RSS after N more (KiB) | N | KiB/conn | opening the N (s) | connections sent a frame |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for (li, lib) in self.libs.iter().enumerate() {
+            for (ci, cell) in self.cells.iter().enumerate() {
+                match &self.results[li][ci] {
+                    None => {}
+                    Some(Err(_)) => {
+                        let _ = writeln!(out, "| {lib} | {cell} | ERR | ERR | - | ERR | - | - |");
+                    }
+                    Some(Ok(g)) => {
+                        let _ = writeln!(
+                            out,
+                            "| {lib} | {cell} | {} | {} | {} | {} | {:.1} | {} |",
+                            g.baseline_kib,
+                            g.after_kib,
+                            g.conns,
+                            kib(g),
+                            g.open_secs,
+                            g.sent_frames
+                        );
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,6 +386,41 @@ mod tests {
         assert_eq!(rate(36_240.0), "36.2k");
         assert_eq!(rate(1_420.0), "1.42k");
         assert_eq!(rate(950.2), "950");
+    }
+
+    #[test]
+    fn idle_table_gives_kib_and_peer_over_tether() {
+        let g = |after_kib| {
+            Some(Ok(Growth {
+                baseline_kib: 1_000,
+                after_kib,
+                conns: 1_000,
+                open_secs: 0.5,
+                sent_frames: 0,
+            }))
+        };
+        let idle = Idle {
+            note: "n".into(),
+            libs: vec!["tether".into(), "peer".into(), "broken".into()],
+            cells: vec!["plain".into(), "deflate".into()],
+            results: vec![
+                vec![g(11_000), g(301_000)],
+                vec![g(6_000), None],
+                vec![Some(Err("boom".into())), None],
+            ],
+            not_run: vec!["absent: not run (x)".into()],
+        };
+        let t = idle.table();
+        assert!(t.contains("| tether | 10.0 | - | 300.0 | - |"), "{t}");
+        assert!(t.contains("| peer | 5.0 | 0.50x | n/a |  |"), "{t}");
+        assert!(t.contains("| broken | ERR | - | n/a |  |"), "{t}");
+        assert!(t.contains("- broken, plain: boom"), "{t}");
+        assert!(t.contains("- absent: not run (x)"), "{t}");
+        let s = idle.samples_table();
+        assert!(
+            s.contains("| tether | deflate | 1000 | 301000 | 1000 | 300.0 | 0.5 | 0 |"),
+            "{s}"
+        );
     }
 
     #[test]
