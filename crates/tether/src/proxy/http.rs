@@ -264,6 +264,7 @@ mod tests {
             &[0u8, 159, 255, 13, 10, 13, 10][..],
             &b"HTTP/2 200\r\n\r\n"[..],
             &b"HTTP/1.1 2000 OK\r\n\r\n"[..],
+            &b"HTTP/1.1 099 Odd\r\n\r\n"[..],
         ] {
             let e = through("http", junk, false).await.unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Handshake, "{junk:?}: {e}");
