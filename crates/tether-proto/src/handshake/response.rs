@@ -221,6 +221,15 @@ impl ResponseReader {
             }
             _ => return Err(HandshakeError::Malformed("response is not HTTP/1.1".into())),
         }
+        // RFC 9110 §15: status codes run from 100 to 599, and a client must
+        // know a code's class from its first digit; httparse takes any three
+        // digits. "000" or "999" is no answer to act on: not HTTP.
+        if !(100..=599).contains(&response.status) {
+            return Err(HandshakeError::Malformed(format!(
+                "invalid status code {:03}",
+                response.status
+            )));
+        }
         self.buf.advance(head_len);
         self.phase = Phase::Done;
         Ok(ResponseProgress::Head(response))
@@ -383,7 +392,17 @@ mod tests {
         assert!(ResponseReader::new().receive(ok).is_err());
         let p = ResponseReader::new().accept_http_1_0().receive(ok);
         assert!(matches!(p, Ok(ResponseProgress::Head(_))), "{p:?}");
-        for junk in [&b"HTTP/2 200\r\n\r\n"[..], b"SSH-2.0-OpenSSH\r\n\r\n"] {
+        // Found by the handshake_response fuzz target: status codes outside
+        // 100-599 (RFC 9110 §15) were taken as refusals.
+        for junk in [
+            &b"HTTP/2 200\r\n\r\n"[..],
+            b"SSH-2.0-OpenSSH\r\n\r\n",
+            b"HTTP/1.1 011 Switching Protocols\r\n\r\n",
+            b"HTTP/1.1 000 X\r\n\r\n",
+            b"HTTP/1.0 099 X\r\n\r\n",
+            b"HTTP/1.1 600 X\r\n\r\n",
+            b"HTTP/1.1 999 X\r\n\r\n",
+        ] {
             let e = ResponseReader::new().accept_http_1_0().receive(junk);
             assert!(matches!(e, Err(HandshakeError::Malformed(_))), "{e:?}");
         }

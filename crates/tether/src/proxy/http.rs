@@ -6,8 +6,7 @@ use base64::Engine as _;
 use std::time::Duration;
 use tether_proto::handshake::{ResponseProgress, ResponseReader};
 use tether_proto::HandshakeError;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The longest response head accepted from an HTTP proxy, in bytes.
 pub const MAX_CONNECT_HEAD: usize = 8192;
@@ -38,13 +37,13 @@ impl Proxy {
         req.into_bytes()
     }
 
-    pub(super) async fn http_connect(
+    pub(super) async fn http_connect<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
-        mut s: TcpStream,
+        mut s: S,
         host: &str,
         port: u16,
         user_agent: Option<&str>,
-    ) -> Result<TcpStream> {
+    ) -> Result<S> {
         let target = authority(host, port);
         s.write_all(&self.connect_request(host, port, user_agent))
             .await
@@ -271,6 +270,7 @@ mod tests {
             &[0u8, 159, 255, 13, 10, 13, 10][..],
             &b"HTTP/2 200\r\n\r\n"[..],
             &b"HTTP/1.1 2000 OK\r\n\r\n"[..],
+            &b"HTTP/1.1 099 Odd\r\n\r\n"[..],
         ] {
             let e = through("http", junk, false).await.unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Handshake, "{junk:?}: {e}");

@@ -94,6 +94,7 @@ use crate::transport::connect_tcp;
 use crate::userinfo::{check_no_controls, decode_userinfo};
 use std::fmt;
 use tether_proto::redact::REDACTED;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 /// The protocol spoken with a proxy.
@@ -308,6 +309,28 @@ impl Proxy {
             };
             e.with_message(message).with_proxy(false)
         })?;
+        self.tunnel_over(stream, host, port, user_agent).await
+    }
+
+    /// Asks the proxy for a tunnel to `host:port` over `stream`, a
+    /// connection to the proxy already open: the `CONNECT` exchange or the
+    /// SOCKS5 handshake. Returns the stream, read up to the end of the
+    /// proxy's answer, with the errors of [`tunnel`](Self::tunnel) less those
+    /// of connecting.
+    ///
+    /// Not part of the stable API: it is public for the fuzz targets in
+    /// `fuzz/`, which feed it hostile answers from an in-memory stream.
+    #[doc(hidden)]
+    pub async fn tunnel_over<S>(
+        &self,
+        stream: S,
+        host: &str,
+        port: u16,
+        user_agent: Option<&str>,
+    ) -> Result<S>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         match self.scheme {
             ProxyScheme::Http => self.http_connect(stream, host, port, user_agent).await,
             ProxyScheme::Socks5 | ProxyScheme::Socks5h => self.socks5(stream, host, port).await,

@@ -14,16 +14,15 @@
 use super::{authority, Proxy, ProxyScheme};
 use crate::error::{Error, ErrorKind, Result};
 use std::net::IpAddr;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 impl Proxy {
-    pub(super) async fn socks5(
+    pub(super) async fn socks5<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
-        mut s: TcpStream,
+        mut s: S,
         host: &str,
         port: u16,
-    ) -> Result<TcpStream> {
+    ) -> Result<S> {
         let target = authority(host, port);
         let address = self.socks_address(host, port).await?;
         let lost = |e: std::io::Error| {
