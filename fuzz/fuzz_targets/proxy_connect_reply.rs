@@ -81,7 +81,10 @@ fuzz_target!(|data: &[u8]| {
         );
     }
 
-    let url = if input.a & 1 != 0 {
+    // With credentials, "hunter2" is our secret and must never show; without,
+    // a body that happens to contain it is the proxy's text, not a leak.
+    let with_credentials = input.a & 1 != 0;
+    let url = if with_credentials {
         "http://alice:hunter2@127.0.0.1:3128"
     } else {
         "http://127.0.0.1:3128"
@@ -110,7 +113,7 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => {
             assert!(e.is_proxy(), "{e}");
             let shown = format!("{e} {e:?}");
-            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(!with_credentials || !shown.contains("hunter2"), "{shown}");
             match e.kind() {
                 ErrorKind::HttpStatus => {
                     let status = e.status().expect("a status");
