@@ -143,6 +143,16 @@ impl Secrets {
         Some(out)
     }
 
+    /// Whether the (lower-case) header name `name` holds a secret.
+    fn in_name(&self, name: &str) -> bool {
+        self.0.iter().any(|secret| {
+            let secret = secret.to_ascii_lowercase();
+            name.as_bytes()
+                .windows(secret.len())
+                .any(|w| w == secret.as_slice())
+        })
+    }
+
     /// Scrubs a kept response: its body, its reason phrase and its header
     /// values. `Location` is left as it is, since a redirect is followed
     /// with it (its `Debug` redacts credential-like query values anyway).
@@ -155,6 +165,19 @@ impl Secrets {
         }
         if let Some(reason) = self.scrub(r.reason.as_bytes()) {
             r.reason = String::from_utf8_lossy(&reason).into_owned();
+        }
+        // A header *name* that holds a secret (a proxy that echoes what it
+        // got into its header names): names are tokens and cannot hold the
+        // placeholder, so the field goes. Names are lower-cased by the
+        // parser, so compare without case.
+        let leaked: Vec<http::HeaderName> = r
+            .headers
+            .keys()
+            .filter(|n| self.in_name(n.as_str()))
+            .cloned()
+            .collect();
+        for name in leaked {
+            r.headers.remove(&name);
         }
         for (name, value) in r.headers.iter_mut() {
             if name == http::header::LOCATION {
@@ -173,6 +196,30 @@ impl Secrets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_header_name_holding_a_secret_is_dropped() {
+        // Found by the proxy_connect_reply fuzz target: a proxy echoed the
+        // password into a header name.
+        let mut s = Secrets::default();
+        s.add_basic("alice", "Hunter2pw");
+        let mut r = Response::with_body(407, "no");
+        r.headers
+            .insert("proxy-ahunter2pwcatd", HeaderValue::from_static("x"));
+        r.headers.insert(
+            "proxy-authenticate",
+            HeaderValue::from_static("Basic realm=\"p\""),
+        );
+        s.scrub_response(&mut r);
+        assert!(
+            !format!("{r:?}").to_ascii_lowercase().contains("hunter2pw"),
+            "{r:?}"
+        );
+        assert!(
+            r.headers.contains_key("proxy-authenticate"),
+            "other fields stay"
+        );
+    }
 
     fn scrubbed(s: &Secrets, text: &str) -> String {
         s.scrub(text.as_bytes())
