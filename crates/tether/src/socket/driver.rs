@@ -235,8 +235,9 @@ impl<S> Driver<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// Writes out everything queued in the core with vectored writes, then
-    /// flushes the transport. Only the wait point and the operations that
-    /// exist to write (`flush`, the closing handshake) call this.
+    /// flushes the transport. Called by the wait point, by `flush`, by the
+    /// closing handshake, and by `recv` while the write buffer is over its
+    /// limit.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         loop {
             let out = self.conn.transmit();
