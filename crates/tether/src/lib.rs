@@ -57,7 +57,7 @@ pub use client::{connect, ClientBuilder, CredentialsRequest};
 pub use error::{BoxError, Error, ErrorKind, Initiator, Result};
 pub use server::{accept, serve, Server, ServerBuilder};
 pub use socket::{WebSocket, WebSocketConfig, WsReader, WsWriter};
-pub use transport::Stream;
+pub use transport::MaybeTlsStream;
 
 pub use bytes::Bytes;
 pub use tether_proto;

@@ -17,7 +17,7 @@
 //! client and server code need no `cfg`.
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::transport::Stream;
+use crate::transport::MaybeTlsStream;
 use tokio::net::TcpStream;
 
 #[cfg(not(feature = "rustls"))]
@@ -38,7 +38,7 @@ mod disabled {
     pub(crate) enum ServerTls {}
 
     /// Unreachable in practice: `parse_url` refuses `wss://` in this build.
-    pub(crate) async fn connect(_: &ClientTls, _: TcpStream, _: &str) -> Result<Stream> {
+    pub(crate) async fn connect(_: &ClientTls, _: TcpStream, _: &str) -> Result<MaybeTlsStream> {
         Err(Error::msg(
             ErrorKind::InvalidUrl,
             "wss:// needs TLS: build tether with the `tls` feature",
@@ -53,9 +53,9 @@ mod disabled {
         Err(e)
     }
 
-    pub(crate) async fn accept(tls: Option<&ServerTls>, tcp: TcpStream) -> Result<Stream> {
+    pub(crate) async fn accept(tls: Option<&ServerTls>, tcp: TcpStream) -> Result<MaybeTlsStream> {
         match tls {
-            None => Ok(Stream::Tcp(tcp)),
+            None => Ok(MaybeTlsStream::Tcp(tcp)),
             Some(never) => match *never {},
         }
     }
@@ -312,7 +312,11 @@ mod enabled {
     }
 
     /// The TLS handshake of a `wss://` connection, with SNI for `host`.
-    pub(crate) async fn connect(tls: &ClientTls, tcp: TcpStream, host: &str) -> Result<Stream> {
+    pub(crate) async fn connect(
+        tls: &ClientTls,
+        tcp: TcpStream,
+        host: &str,
+    ) -> Result<MaybeTlsStream> {
         let config = tls.config()?;
         if tls.accept_invalid_certs {
             tracing::warn!(
@@ -330,7 +334,7 @@ mod enabled {
             .connect(name, tcp)
             .await
         {
-            Ok(s) => Ok(Stream::Tls(Box::new(s.into()))),
+            Ok(s) => Ok(MaybeTlsStream::Tls(Box::new(s.into()))),
             Err(e) => Err(handshake_error(e, Peer::Server(host.to_string()))),
         }
     }
@@ -449,9 +453,9 @@ mod enabled {
 
     /// The server side of the TLS handshake, when the server has a
     /// certificate.
-    pub(crate) async fn accept(tls: Option<&ServerTls>, tcp: TcpStream) -> Result<Stream> {
+    pub(crate) async fn accept(tls: Option<&ServerTls>, tcp: TcpStream) -> Result<MaybeTlsStream> {
         let Some(tls) = tls else {
-            return Ok(Stream::Tcp(tcp));
+            return Ok(MaybeTlsStream::Tcp(tcp));
         };
         let peer = tcp
             .peer_addr()
@@ -460,7 +464,7 @@ mod enabled {
             .accept(tcp)
             .await
         {
-            Ok(s) => Ok(Stream::Tls(Box::new(s.into()))),
+            Ok(s) => Ok(MaybeTlsStream::Tls(Box::new(s.into()))),
             Err(e) => Err(handshake_error(e, Peer::Client(peer))),
         }
     }

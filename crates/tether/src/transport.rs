@@ -16,10 +16,10 @@ use tokio::net::TcpStream;
 /// (`wss://`, and servers given a certificate, with the `tls` feature).
 ///
 /// The enum is non-exhaustive: match with a wildcard arm, or use
-/// [`Stream::tcp`] and [`Stream::is_tls`].
+/// [`MaybeTlsStream::tcp`] and [`MaybeTlsStream::is_tls`].
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum Stream {
+pub enum MaybeTlsStream {
     /// A plain TCP connection.
     Tcp(TcpStream),
     /// TLS over TCP: a `wss://` client connection
@@ -31,50 +31,50 @@ pub enum Stream {
     Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
 }
 
-impl Stream {
+impl MaybeTlsStream {
     /// The TCP socket under the stream (under TLS, for a TLS stream).
     pub fn tcp(&self) -> &TcpStream {
         match self {
-            Stream::Tcp(s) => s,
+            MaybeTlsStream::Tcp(s) => s,
             #[cfg(feature = "rustls")]
-            Stream::Tls(s) => s.get_ref().0,
+            MaybeTlsStream::Tls(s) => s.get_ref().0,
         }
     }
 
     /// True for a TLS stream.
     pub fn is_tls(&self) -> bool {
         match self {
-            Stream::Tcp(_) => false,
+            MaybeTlsStream::Tcp(_) => false,
             #[cfg(feature = "rustls")]
-            Stream::Tls(_) => true,
+            MaybeTlsStream::Tls(_) => true,
         }
     }
 }
 
-impl AsyncRead for Stream {
+impl AsyncRead for MaybeTlsStream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            MaybeTlsStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             #[cfg(feature = "rustls")]
-            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            MaybeTlsStream::Tls(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
 
-impl AsyncWrite for Stream {
+impl AsyncWrite for MaybeTlsStream {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            MaybeTlsStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             #[cfg(feature = "rustls")]
-            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            MaybeTlsStream::Tls(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -84,33 +84,33 @@ impl AsyncWrite for Stream {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            MaybeTlsStream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             #[cfg(feature = "rustls")]
-            Stream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            MaybeTlsStream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
-            Stream::Tcp(s) => s.is_write_vectored(),
+            MaybeTlsStream::Tcp(s) => s.is_write_vectored(),
             #[cfg(feature = "rustls")]
-            Stream::Tls(s) => s.is_write_vectored(),
+            MaybeTlsStream::Tls(s) => s.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            MaybeTlsStream::Tcp(s) => Pin::new(s).poll_flush(cx),
             #[cfg(feature = "rustls")]
-            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+            MaybeTlsStream::Tls(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            MaybeTlsStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             #[cfg(feature = "rustls")]
-            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            MaybeTlsStream::Tls(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }

@@ -168,7 +168,7 @@ async fn assert_echoes(ws: &mut WebSocket) {
 /// The ALPN protocol the connection negotiated.
 fn alpn(ws: &WebSocket) -> Option<Vec<u8>> {
     match ws.get_ref() {
-        tether::Stream::Tls(s) => s.get_ref().1.alpn_protocol().map(<[u8]>::to_vec),
+        tether::MaybeTlsStream::Tls(s) => s.get_ref().1.alpn_protocol().map(<[u8]>::to_vec),
         _ => panic!("not a TLS stream"),
     }
 }

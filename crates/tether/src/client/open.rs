@@ -5,7 +5,7 @@ use super::url::{parse_url, redirect_target, same_origin, Target};
 use super::ClientBuilder;
 use crate::error::{Error, ErrorKind, Result};
 use crate::socket::{mask_source, WebSocket};
-use crate::transport::Stream;
+use crate::transport::MaybeTlsStream;
 use bytes::BytesMut;
 use http::{HeaderMap, HeaderValue};
 use std::sync::Arc;
@@ -151,7 +151,7 @@ impl ClientBuilder {
         let io = if target.tls {
             crate::tls::connect(&self.tls, tcp, &target.host).await?
         } else {
-            Stream::Tcp(tcp)
+            MaybeTlsStream::Tcp(tcp)
         };
         self.handshake(io, target, headers).await
     }
@@ -180,7 +180,7 @@ impl ClientBuilder {
 
     async fn handshake(
         &self,
-        mut io: Stream,
+        mut io: MaybeTlsStream,
         target: &Target,
         headers: &HeaderMap,
     ) -> Result<(WebSocket, Response)> {

@@ -72,7 +72,7 @@ pub(crate) fn mask_source() -> Box<dyn MaskSource> {
 /// }
 /// # Ok(()) }
 /// ```
-pub struct WebSocket<S = crate::Stream> {
+pub struct WebSocket<S = crate::MaybeTlsStream> {
     /// Boxed: a `WebSocket` is moved into and held by the futures of the
     /// tasks that use it, often several nested ones; a pointer keeps each
     /// of them small (the driver is about 700 bytes).

@@ -107,12 +107,12 @@ pub(super) fn split<S>(mut driver: Driver<S>) -> (WsReader<S>, WsWriter<S>) {
 }
 
 /// The receiving half of a split [`WebSocket`](super::WebSocket).
-pub struct WsReader<S = crate::Stream> {
+pub struct WsReader<S = crate::MaybeTlsStream> {
     handle: Handle<S>,
 }
 
 /// The sending half of a split [`WebSocket`](super::WebSocket).
-pub struct WsWriter<S = crate::Stream> {
+pub struct WsWriter<S = crate::MaybeTlsStream> {
     handle: Handle<S>,
 }
 

@@ -1,19 +1,23 @@
 //! Accepting connections: [`accept`], [`ServerBuilder`] and [`serve`].
+//!
+//! - `mod.rs`: the settings and the entry points;
+//! - `handshake.rs`: reading, refusing and accepting the upgrade request;
+//! - `listen.rs`: the accept loop and the [`Server`] handle.
+
+mod handshake;
+mod listen;
+
+pub use listen::Server;
+use listen::{accept_loop, Serving, Slot};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::socket::{WebSocket, WebSocketConfig};
-use bytes::BytesMut;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tether_proto::handshake::{Request, Response, ServerHandshake};
-use tether_proto::Connection;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tether_proto::handshake::{Request, Response};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 type ProcessRequest = dyn Fn(&Request) -> Option<Response> + Send + Sync;
@@ -215,99 +219,10 @@ impl ServerBuilder {
         .await
     }
 
-    /// The opening handshake. Under [`ServerBuilder::serve`], `serving`
-    /// carries the shutdown signal and the connection count; the returned
-    /// slot counts this connection until it is dropped.
-    async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
-        &self,
-        mut io: S,
-        serving: Option<&Serving>,
-    ) -> Result<(WebSocket<S>, Option<Slot>)> {
-        let mut hs = ServerHandshake::new();
-        let mut buf = BytesMut::with_capacity(4096);
-        let (request, leftover) = loop {
-            buf.clear();
-            let n = io.read_buf(&mut buf).await.map_err(|e| {
-                Error::io(ErrorKind::Connect, e)
-                    .with_message("client went away during the handshake")
-            })?;
-            if n == 0 {
-                return Err(Error::msg(
-                    ErrorKind::Connect,
-                    "client closed the connection during the handshake",
-                ));
-            }
-            match hs.receive(&buf) {
-                Ok(Some(r)) => break r,
-                Ok(None) => continue,
-                Err(e) => {
-                    let _ = io.write_all(&ServerHandshake::reject(&e).to_bytes()).await;
-                    let _ = io.shutdown().await;
-                    return Err(e.into());
-                }
-            }
-        };
-        let offer = match ServerHandshake::validate(&request) {
-            Ok(o) => o,
-            Err(e) => {
-                let _ = io.write_all(&ServerHandshake::reject(&e).to_bytes()).await;
-                let _ = io.shutdown().await;
-                return Err(Error::from(e));
-            }
-        };
-        // During a graceful shutdown, handshakes in flight get 503; so does
-        // a request beyond max_connections.
-        let mut slot = None;
-        let refusal = match serving {
-            Some(sv) if sv.token.is_cancelled() => {
-                Some(Response::with_body(503, "server shutting down\n"))
-            }
-            Some(sv) => match sv.take_slot(self.max_connections) {
-                Some(s) => {
-                    slot = Some(s);
-                    None
-                }
-                None => {
-                    tracing::warn!(max = ?self.max_connections, "at max_connections: refusing with 503");
-                    Some(
-                        Response::with_body(503, "server at capacity, try again later\n")
-                            .header("retry-after", "5"),
-                    )
-                }
-            },
-            None => None,
-        }
-        .or_else(|| self.process_request.as_ref().and_then(|f| f(&request)));
-        if let Some(resp) = refusal {
-            io.write_all(&resp.to_bytes())
-                .await
-                .map_err(|e| Error::io(ErrorKind::Connect, e))?;
-            let _ = io.shutdown().await;
-            return Err(Error::new(ErrorKind::HttpStatus).with_response(resp));
-        }
-        let subprotocol = offer
-            .select_subprotocol(&self.subprotocols)
-            .map(str::to_string);
-        let deflate = offer.negotiate_deflate(self.config.compression.as_ref());
-        let response = offer.accept_with(subprotocol.as_deref(), deflate.as_ref());
-        io.write_all(&response.to_bytes())
-            .await
-            .map_err(|e| Error::io(ErrorKind::Connect, e))?;
-        let mut conn = Connection::server(self.config.proto());
-        conn.set_negotiated(tether_proto::Negotiated {
-            deflate,
-            ..Default::default()
-        });
-        let mut ws = WebSocket::from_parts(io, conn, leftover, Arc::new(self.config.clone()));
-        ws.set_subprotocol(subprotocol);
-        ws.set_request(request);
-        Ok((ws, slot))
-    }
-
     /// Listens on `addr` and runs `handler` on a task for each connection.
     /// With a certificate (`ServerBuilder::tls_pem`) every connection is
     /// TLS first, and the handler's socket is over
-    /// [`Stream::Tls`](crate::Stream).
+    /// [`MaybeTlsStream::Tls`](crate::MaybeTlsStream).
     ///
     /// Returns once listening; the [`Server`] handle gives the address and a
     /// graceful [`Server::shutdown`].
@@ -342,148 +257,6 @@ impl ServerBuilder {
             token,
             task,
         })
-    }
-}
-
-/// What the accept loop shares with the connections it spawns.
-struct Serving {
-    token: CancellationToken,
-    /// Upgraded connections still open.
-    open: Arc<AtomicUsize>,
-}
-
-impl Serving {
-    /// Counts one more open connection, unless that would pass `max`.
-    fn take_slot(&self, max: Option<usize>) -> Option<Slot> {
-        let max = max.unwrap_or(usize::MAX);
-        self.open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()?;
-        Some(Slot(self.open.clone()))
-    }
-}
-
-/// One open connection in [`Serving::open`], released when dropped.
-struct Slot(Arc<AtomicUsize>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-async fn accept_loop<H, F>(
-    listener: TcpListener,
-    builder: Arc<ServerBuilder>,
-    handler: Arc<H>,
-    token: CancellationToken,
-) where
-    H: Fn(WebSocket) -> F + Send + Sync + 'static,
-    F: Future<Output = ()> + Send + 'static,
-{
-    let mut tasks = JoinSet::new();
-    let shutting_down = Arc::new(AtomicBool::new(false));
-    let serving = Arc::new(Serving {
-        token: token.clone(),
-        open: Arc::default(),
-    });
-    let handshakes = Arc::new(Semaphore::new(builder.max_handshakes));
-    loop {
-        // At max_handshakes, stop accepting until a handshake finishes: the
-        // kernel's backlog holds the next clients meanwhile.
-        let permit = tokio::select! {
-            _ = token.cancelled() => break,
-            p = handshakes.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
-        };
-        let accepted = tokio::select! {
-            _ = token.cancelled() => break,
-            r = listener.accept() => r,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors and the like: wait a little.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let builder = builder.clone();
-        let handler = handler.clone();
-        let serving = serving.clone();
-        let flag = shutting_down.clone();
-        tasks.spawn(async move {
-            let accepted = builder.accept_tcp_inner(tcp, Some(&serving)).await;
-            drop(permit);
-            match accepted {
-                Ok((mut ws, slot)) => {
-                    tracing::debug!(%peer, "connection open");
-                    ws.set_shutdown(serving.token.clone(), flag);
-                    handler(ws).await;
-                    drop(slot);
-                    tracing::debug!(%peer, "connection handler finished");
-                }
-                Err(e) => tracing::debug!(%peer, error = %e, "handshake failed"),
-            }
-        });
-    }
-    drop(listener);
-    shutting_down.store(true, Ordering::Relaxed);
-    // Handlers see close 1001 from their sockets; give them the close
-    // timeout to finish, then stop them.
-    let wait = async { while tasks.join_next().await.is_some() {} };
-    let grace = builder
-        .config
-        .close_timeout
-        .unwrap_or(Duration::from_secs(10))
-        + Duration::from_secs(1);
-    if tokio::time::timeout(grace, wait).await.is_err() {
-        tracing::warn!("handlers still running after the close timeout; aborting them");
-        tasks.abort_all();
-    }
-}
-
-/// A running server started by [`serve`] or [`ServerBuilder::serve`].
-#[derive(Debug)]
-pub struct Server {
-    local_addr: SocketAddr,
-    token: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Server {
-    /// The address the server listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// Shuts down gracefully: stops accepting, answers handshakes in flight
-    /// with 503, closes every open connection with 1001 (going away), and
-    /// waits for the handlers to finish (at most the close timeout, after
-    /// which they are aborted).
-    ///
-    /// # Cancel safety
-    /// Cancelling stops waiting; the shutdown goes on in the background.
-    pub async fn shutdown(self) {
-        self.token.cancel();
-        let _ = self.task.await;
-    }
-
-    /// A token that shuts the server down when cancelled (for signal handlers).
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.token.clone()
-    }
-
-    /// Waits until the server has stopped.
-    ///
-    /// # Cancel safety
-    /// Cancel-safe.
-    pub async fn wait(&mut self) {
-        let _ = (&mut self.task).await;
     }
 }
 
