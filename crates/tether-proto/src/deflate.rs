@@ -62,6 +62,52 @@ impl DeflateConfig {
         }
     }
 
+    /// Sets the compression level, 0-9 (`DeflateConfig` is
+    /// `#[non_exhaustive]`: build it from a default and these setters).
+    ///
+    /// ```
+    /// use tether_proto::deflate::DeflateConfig;
+    /// let tuned = DeflateConfig::default().level(1).no_context_takeover();
+    /// assert_eq!(tuned.level, 1);
+    /// assert!(tuned.client_no_context_takeover && tuned.server_no_context_takeover);
+    /// ```
+    #[must_use]
+    pub fn level(mut self, level: u32) -> Self {
+        self.level = level.min(9);
+        self
+    }
+
+    /// Sets the size under which messages are sent uncompressed.
+    #[must_use]
+    pub fn threshold(mut self, bytes: usize) -> Self {
+        self.threshold = bytes;
+        self
+    }
+
+    /// Asks both sides to reset their compressor after each message: less
+    /// memory per connection (nothing is kept between messages), less
+    /// compression.
+    #[must_use]
+    pub fn no_context_takeover(mut self) -> Self {
+        self.client_no_context_takeover = true;
+        self.server_no_context_takeover = true;
+        self
+    }
+
+    /// Sets [`DeflateConfig::server_max_window_bits`] (clamped to 9-15).
+    #[must_use]
+    pub fn server_max_window_bits(mut self, bits: Option<u8>) -> Self {
+        self.server_max_window_bits = bits.map(|b| b.clamp(9, 15));
+        self
+    }
+
+    /// Sets [`DeflateConfig::client_max_window_bits`] (clamped to 9-15).
+    #[must_use]
+    pub fn client_max_window_bits(mut self, bits: Option<u8>) -> Self {
+        self.client_max_window_bits = bits.map(|b| b.clamp(9, 15));
+        self
+    }
+
     /// The `Sec-WebSocket-Extensions` value a client offers.
     pub fn client_offer(&self) -> String {
         let mut s = DeflateParams {

@@ -1,18 +1,80 @@
 //! # tether
 //!
-//! A WebSocket client and server for tokio (RFC 6455) that stays connected,
-//! and says clearly when it cannot.
+//! A WebSocket client and server for tokio (RFC 6455, RFC 7692) that stays
+//! connected, and says clearly when it cannot.
 //!
-//! - [`connect`] / [`ClientBuilder`] open a client connection;
-//! - [`serve`] / [`ServerBuilder`] / [`accept`] accept connections;
-//! - [`WebSocket`] is a `Stream` of [`Message`]s and a `Sink` of them, with
-//!   `recv`, `send`, `ping`, `close`, and `split` into a reader and a writer;
-//! - `wss://` and TLS servers (feature `tls`, on by default; rustls with
-//!   `ring`): `ClientBuilder::add_root_certificate_pem_file`,
-//!   `ClientBuilder::danger_accept_invalid_certs` (tests only),
-//!   `ServerBuilder::tls_pem`. Cargo features: `tls` (the platform's trust
-//!   store), `webpki-roots` (Mozilla's roots compiled in), `rustls` (no
-//!   built-in roots).
+//! # A connection that comes back
+//!
+//! The Rust form of Python websockets' `async for ws in connect(url)`: a
+//! stream of connections that reconnects with jittered exponential backoff,
+//! retries only what a retry can fix, and hands you the error that it
+//! cannot (see [`reconnect`]):
+//!
+//! ```no_run
+//! # async fn run() -> tether::Result<()> {
+//! use tether::{reconnect::ReconnectPolicy, ClientBuilder};
+//! let mut connections = ClientBuilder::new("wss://feed.example.com/prices")
+//!     .reconnecting(ReconnectPolicy::default());
+//! while let Some(ws) = connections.next().await {
+//!     let mut ws = ws?; // only a fatal error gets here: 401, 404, close 1008...
+//!     while let Some(Ok(msg)) = ws.recv().await {
+//!         println!("{msg:?}");
+//!     }
+//! } // a dropped connection: the next turn reconnects, after the backoff delay
+//! # Ok(()) }
+//! ```
+//!
+//! # A session that loses nothing
+//!
+//! [`reconnect::Session`] hides the reconnects altogether: messages sent
+//! while disconnected are queued (bounded in bytes) and sent first on the
+//! next connection; one cut mid-write is sent again.
+//!
+//! ```no_run
+//! # async fn run() -> tether::Result<()> {
+//! use tether::{reconnect::ReconnectPolicy, ClientBuilder, Message};
+//! let mut session = ClientBuilder::new("ws://127.0.0.1:9001/chat")
+//!     .session(ReconnectPolicy::default())
+//!     .start();
+//! session.send(Message::text("hello")).await?; // queued until connected
+//! while let Some(msg) = session.recv().await {
+//!     println!("{msg:?}");
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # Errors you can decide on
+//!
+//! One error type, [`Error`], with a [`kind`](Error::kind) to match on and
+//! the facts a retry policy needs: [`status`](Error::status),
+//! [`response`](Error::response) (headers and a bounded body),
+//! [`retry_after`](Error::retry_after), [`close_code`](Error::close_code),
+//! [`io_kind`](Error::io_kind). "Retry or stop" is one `match`, and the
+//! reconnect hook ([`reconnect::ReconnectPolicy::classify`]) is where you
+//! write it, like websockets' `process_exception`. Credentials never appear
+//! in an error, a `Debug` or a log line.
+//!
+//! # The rest
+//!
+//! - [`connect`] / [`ClientBuilder`] open one client connection: headers,
+//!   subprotocols, an open timeout, HTTP and SOCKS5 proxies ([`proxy`],
+//!   from the environment by default), `wss://` with rustls;
+//! - [`serve`] / [`ServerBuilder`] / [`accept`] accept connections, with
+//!   caps (`max_connections`, `max_handshakes`, message and frame sizes) and
+//!   a graceful [`Server::shutdown`];
+//! - [`WebSocket`] is a `Stream` of [`Message`]s and a `Sink` of them (the
+//!   traits of `futures-util`; add it to use `StreamExt`/`SinkExt`), with
+//!   `recv`, `send`, `ping`, `close`, and `split` into a reader and a
+//!   writer for two tasks;
+//! - permessage-deflate (RFC 7692) is on by default on both sides
+//!   ([`DeflateConfig`]; `compression(None)` turns it off); keepalive pings
+//!   every 20 s with a 20 s timeout; messages up to 1 MiB by default
+//!   (`max_message_size`; tokio-tungstenite allows 64 MiB: set it if you
+//!   need more, the default is sized for hostile peers).
+//!
+//! Cargo features: `tls` (on: rustls with the platform's trust store),
+//! `webpki-roots` (Mozilla's roots compiled in), `rustls` (the TLS machinery
+//! with no built-in roots).
 //!
 //! The protocol itself lives in the sans-I/O crate [`tether_proto`]; this
 //! crate moves bytes between it and tokio.
@@ -64,3 +126,9 @@ pub use tether_proto;
 pub use tether_proto::deflate::{DeflateConfig, DeflateParams};
 pub use tether_proto::handshake::{Request, Response};
 pub use tether_proto::{CloseCode, CloseFrame, Message, Role, State, Utf8Bytes};
+
+/// The README's Rust snippets, compiled (and the runnable ones run) as doc
+/// tests, so that what users copy compiles.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

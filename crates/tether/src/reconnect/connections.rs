@@ -58,6 +58,16 @@ impl Connections {
         }
     }
 
+    /// The next connection: the same as `StreamExt::next` (from
+    /// `futures-util`), without needing that trait in scope.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: an attempt or a wait in progress continues on the next
+    /// call.
+    pub async fn next(&mut self) -> Option<Result<WebSocket>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+
     /// The number of connection attempts made so far.
     pub fn attempts(&self) -> u32 {
         self.planner.attempts

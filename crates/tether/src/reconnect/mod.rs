@@ -10,7 +10,6 @@
 //!
 //! ```no_run
 //! # async fn run() -> tether::Result<()> {
-//! use futures_util::StreamExt;
 //! use tether::{reconnect::ReconnectPolicy, ClientBuilder};
 //! let mut connections = ClientBuilder::new("ws://127.0.0.1:9001/feed")
 //!     .reconnecting(ReconnectPolicy::default());
