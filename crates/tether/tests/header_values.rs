@@ -5,7 +5,6 @@
 //! records exactly what reached it (nothing). A server answers 400 to a
 //! request with two `Host` headers or an empty one (RFC 9112 §3.2).
 
-use futures_util::StreamExt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -23,7 +23,6 @@
 //! test binary again as a child process, with exactly the variables under
 //! test, so that no test changes the environment of this process.
 
-use futures_util::StreamExt;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -10,7 +10,6 @@
 mod fault;
 
 use fault::{closed_port, FaultServer, Step};
-use futures_util::StreamExt;
 use std::error::Error as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};

@@ -3,7 +3,6 @@
 //! produce two Authorization headers. A server that echoes the whole request
 //! into its refusal's body leaks none of the secrets sent (issue #9, item 5).
 
-use futures_util::StreamExt;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use tether::reconnect::ReconnectPolicy;

@@ -281,7 +281,6 @@ async fn messages_not_fully_written_are_sent_again_after_reconnecting() {
 /// the attempt in progress carry on, and the connection still arrives.
 #[tokio::test]
 async fn connections_next_is_cancel_safe() {
-    use futures_util::StreamExt;
     let addr = free_addr();
     let mut conns = ClientBuilder::new(format!("ws://{addr}/")).reconnecting(fast_policy());
     let server_addr = addr.clone();

@@ -7,7 +7,6 @@
 
 mod peers;
 
-use futures_util::StreamExt;
 use peers::{peers, Peer};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
