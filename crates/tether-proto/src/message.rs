@@ -7,7 +7,29 @@ use bytes::Bytes;
 // `utf8`, next to the validator.
 pub use crate::utf8::Utf8Bytes;
 
-/// A WebSocket message.
+/// A WebSocket message (RFC 6455 §5.6 data frames, §5.5 control frames),
+/// whole: fragments are joined before a message is handed out, and split
+/// (when asked) on the way out.
+///
+/// - Payloads are [`Bytes`] (text is [`Utf8Bytes`], checked UTF-8): cloning
+///   a message is cheap, and a message received on one connection can be
+///   sent on many without a copy.
+/// - Received pings are answered by the connection itself, and are still
+///   handed out (as `Ping`) for those who want to see them; pongs answer
+///   the keepalive pings.
+/// - A `Close` is the last message a connection yields; answering it is
+///   done for you. Use [`Message::close_code`] to read its code (1005 when
+///   the frame had none).
+///
+/// ```
+/// use tether_proto::{Message, CloseCode};
+/// let m = Message::text("hello");
+/// assert!(m.is_data() && m.is_text());
+/// assert_eq!(m.as_text(), Some("hello"));
+/// let bin = Message::binary(vec![1u8, 2, 3]);
+/// assert_eq!(bin.len(), 3);
+/// assert_eq!(Message::Close(None).close_code(), Some(CloseCode::NO_STATUS));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     /// A text message (valid UTF-8).

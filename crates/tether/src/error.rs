@@ -88,7 +88,37 @@ pub enum Initiator {
     Remote,
 }
 
-/// The error type of `tether`.
+/// The error type of `tether`: one type for every operation, with a
+/// [`kind`](Error::kind) to match on and the facts a retry policy needs, so
+/// that deciding "retry or stop" is one `match`, never string parsing:
+///
+/// ```
+/// use tether::{Error, ErrorKind};
+/// use std::time::Duration;
+/// fn worth_retrying(e: &Error) -> Option<Duration> {
+///     match e.kind() {
+///         ErrorKind::Connect | ErrorKind::Dns | ErrorKind::Timeout
+///         | ErrorKind::KeepaliveTimeout => Some(Duration::from_secs(1)),
+///         ErrorKind::HttpStatus => match e.status() {
+///             Some(429 | 500 | 502 | 503 | 504) => {
+///                 Some(e.retry_after().unwrap_or(Duration::from_secs(1)))
+///             }
+///             _ => None, // 401, 403, 404...: a retry cannot fix these
+///         },
+///         ErrorKind::Closed => match e.close_code().map(u16::from) {
+///             Some(1008 | 1003) => None,
+///             _ => Some(Duration::from_secs(1)),
+///         },
+///         _ => None,
+///     }
+/// }
+/// ```
+///
+/// [`Error::is_retryable`] applies tether's default table (see
+/// [`crate::reconnect`]); the reconnect loops call it for you. The HTTP
+/// response of a refused upgrade is kept ([`Error::response`]: status,
+/// headers, up to 4 KiB of body) with credentials scrubbed, and
+/// [`Error::io_kind`] gives the I/O error kind when there is one.
 ///
 /// As in hyper, `Display` describes this error only, in one level; its cause
 /// (an I/O error, the protocol error, the last failure before giving up...)
