@@ -132,3 +132,13 @@ pub use tether_proto::{CloseCode, CloseFrame, Message, Role, State, Utf8Bytes};
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
+
+/// The guide for users of Python `websockets`, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/coming-from-python-websockets.md")]
+pub struct GuidePythonWebsockets;
+
+/// The guide for users of tokio-tungstenite, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/coming-from-tokio-tungstenite.md")]
+pub struct GuideTokioTungstenite;
