@@ -115,17 +115,27 @@ mod tls;
 mod transport;
 mod userinfo;
 
-pub use client::{connect, ClientBuilder, CredentialsRequest};
+pub use client::{connect, ClientBuilder, CredentialsRequest, IntoClientRequest};
 pub use error::{BoxError, Error, ErrorKind, Initiator, Result};
 pub use server::{accept, serve, Server, ServerBuilder};
 pub use socket::{WebSocket, WebSocketConfig, WsReader, WsWriter};
 pub use transport::MaybeTlsStream;
 
 pub use bytes::Bytes;
+/// The `http` crate (its `Request`, `Uri`, `HeaderMap`), re-exported so that
+/// its version always matches tether's.
+pub use http;
+/// The `rustls` crate (feature `rustls`), re-exported for
+/// [`ClientBuilder::tls_config`]: its version always matches tether's.
+#[cfg(feature = "rustls")]
+pub use rustls;
 pub use tether_proto;
 pub use tether_proto::deflate::{DeflateConfig, DeflateParams};
 pub use tether_proto::handshake::{Request, Response};
 pub use tether_proto::{CloseCode, CloseFrame, Message, Role, State, Utf8Bytes};
+/// The `url` crate, re-exported so that a [`url::Url`] given to [`connect`]
+/// or [`ClientBuilder::new`] has the version tether takes.
+pub use url;
 
 /// The README's Rust snippets, compiled (and the runnable ones run) as doc
 /// tests, so that what users copy compiles.

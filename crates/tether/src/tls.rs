@@ -6,7 +6,8 @@
 //!   Mozilla's roots compiled in (feature `webpki-roots`), plus the roots given
 //!   to `ClientBuilder::add_root_certificate_pem_file` and its siblings. It
 //!   sends SNI (for host names, not for IP addresses) and offers ALPN
-//!   `http/1.1`.
+//!   `http/1.1`. A caller's configuration (`ClientBuilder::tls_config`)
+//!   replaces all of that but SNI; a copy of it is used, with ALPN `http/1.1`.
 //! - A server given a certificate (`ServerBuilder::tls_pem`) accepts TLS
 //!   before the WebSocket upgrade, within the open timeout.
 //! - Certificate and host-name failures are [`ErrorKind::Tls`], which the
@@ -43,6 +44,13 @@ mod disabled {
             ErrorKind::InvalidUrl,
             "wss:// needs TLS: build tether with the `tls` feature",
         ))
+    }
+
+    impl ClientTls {
+        /// No settings, so nothing to refuse.
+        pub(crate) fn validate(&self) -> Result<()> {
+            Ok(())
+        }
     }
 
     /// No TLS, so never a TLS refusal.
@@ -148,6 +156,9 @@ mod enabled {
         built_in_roots: bool,
         client_auth: Option<(Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>)>,
         accept_invalid_certs: bool,
+        /// The caller's configuration (`ClientBuilder::tls_config`), used
+        /// instead of one built from the settings above.
+        custom: Option<Arc<ClientConfig>>,
         cache: Arc<OnceLock<Arc<ClientConfig>>>,
     }
 
@@ -158,6 +169,7 @@ mod enabled {
                 built_in_roots: true,
                 client_auth: None,
                 accept_invalid_certs: false,
+                custom: None,
                 cache: Arc::default(),
             }
         }
@@ -171,6 +183,7 @@ mod enabled {
                 .field("built_in_roots", &self.built_in_roots)
                 .field("client_certificate", &self.client_auth.is_some())
                 .field("danger_accept_invalid_certs", &self.accept_invalid_certs)
+                .field("custom_config", &self.custom.is_some())
                 .finish()
         }
     }
@@ -190,7 +203,53 @@ mod enabled {
             Ok(self.cache.get_or_init(|| config).clone())
         }
 
+        /// Refuses a caller's configuration combined with tether's trust
+        /// and client-certificate options: that configuration has its own
+        /// verifier and client certificate, which tether cannot add to
+        /// (rustls has no way to add roots to a built configuration), and
+        /// silently ignoring either side would trust other servers than
+        /// the caller thinks.
+        pub(crate) fn validate(&self) -> Result<()> {
+            if self.custom.is_none() {
+                return Ok(());
+            }
+            let mut set = Vec::new();
+            if !self.extra_roots.is_empty() {
+                set.push("add_root_certificate_*");
+            }
+            if !self.built_in_roots {
+                set.push("tls_built_in_roots(false)");
+            }
+            if self.client_auth.is_some() {
+                set.push("client_certificate_*");
+            }
+            if self.accept_invalid_certs {
+                set.push("danger_accept_invalid_certs(true)");
+            }
+            if set.is_empty() {
+                return Ok(());
+            }
+            Err(config_error(format!(
+                "tls_config is a whole rustls configuration and cannot be combined with {}: \
+                 put the roots, the verifier or the client certificate in that configuration",
+                set.join(", ")
+            )))
+        }
+
         fn build(&self) -> Result<ClientConfig> {
+            self.validate()?;
+            if let Some(custom) = &self.custom {
+                // A copy with ALPN http/1.1 only: the upgrade is an
+                // HTTP/1.1 request (RFC 6455 §4.1). A configuration shared
+                // with an HTTP client often offers h2 first, and a server
+                // that picks it would read our request as a broken HTTP/2
+                // preface (WebSocket over HTTP/2 is RFC 8441, which tether
+                // does not speak). The copy shares the caller's verifier,
+                // client certificate resolver and session cache.
+                let mut config = ClientConfig::clone(custom);
+                config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+                return Ok(config);
+            }
             let provider = provider();
             let builder = ClientConfig::builder_with_provider(provider.clone())
                 .with_safe_default_protocol_versions()
@@ -416,6 +475,10 @@ mod enabled {
 
         pub(crate) fn set_accept_invalid_certs(&mut self, accept: bool) {
             self.changed().accept_invalid_certs = accept;
+        }
+
+        pub(crate) fn set_custom(&mut self, config: Arc<ClientConfig>) {
+            self.changed().custom = Some(config);
         }
     }
 

@@ -28,3 +28,14 @@ fn public_types_are_send_sync_unpin() {
 mod tether_proto_connection {
     pub(crate) use tether::tether_proto::Connection;
 }
+
+fn is_send_val<T: Send>(_: &T) {}
+
+/// The client's futures can be spawned, whatever they were given.
+#[test]
+fn client_futures_are_send() {
+    let request = tether::http::Request::get("ws://h/").body(()).unwrap();
+    is_send_val(&tether::connect(request));
+    let (io, _other) = tokio::io::duplex(64);
+    is_send_val(&tether::ClientBuilder::new("ws://h/").connect_on(io));
+}

@@ -3,15 +3,19 @@
 //! - `mod.rs`: the builder and its settings;
 //! - `open.rs`: opening a connection (TCP, TLS, proxies, the upgrade,
 //!   redirects, the open timeout);
+//! - `request.rs`: [`IntoClientRequest`], what a connection is opened to
+//!   (a URL, or an `http::Request` with its headers);
 //! - `url.rs`: `ws://` URLs and redirect targets;
 //! - `tls.rs`: the TLS options (feature `tls`).
 
 mod open;
+mod request;
 #[cfg(feature = "rustls")]
 mod tls;
 mod url;
 
 pub(crate) use open::Connected;
+pub use request::IntoClientRequest;
 use url::parse_url;
 
 use crate::error::{BoxError, Error, ErrorKind, Result};
@@ -24,15 +28,17 @@ use std::time::Duration;
 use tether_proto::handshake::{ClientRequest, USER_AGENT};
 use tether_proto::redact::SensitiveHeaders;
 
-/// Opens a WebSocket connection to `url` with the default settings.
+/// Opens a WebSocket connection with the default settings to `request`: a
+/// URL (`&str`, `String`, `url::Url`, `http::Uri`) or an
+/// `http::Request<()>` whose headers are sent (see [`IntoClientRequest`]).
 ///
 /// # Errors
 /// See [`ClientBuilder::connect`].
 ///
 /// # Cancel safety
 /// Cancelling drops the connection attempt.
-pub async fn connect(url: &str) -> Result<WebSocket> {
-    ClientBuilder::new(url).connect().await
+pub async fn connect(request: impl IntoClientRequest) -> Result<WebSocket> {
+    ClientBuilder::new(request).connect().await
 }
 
 /// What a credentials provider is asked for.
@@ -83,6 +89,10 @@ type HeadersProvider = dyn Fn(
 #[must_use]
 pub struct ClientBuilder {
     url: String,
+    /// Why the request given to `new` cannot be sent (an `http::Request`
+    /// with another method than GET...): reported by `validate`, so by
+    /// `connect` before anything is opened, as an invalid header value is.
+    invalid: Option<(ErrorKind, String)>,
     provider: Option<Arc<HeadersProvider>>,
     origin: Option<String>,
     subprotocols: Vec<String>,
@@ -101,6 +111,7 @@ impl std::fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientBuilder")
             .field("url", &tether_proto::redact::redact_url(&self.url))
+            .field("invalid", &self.invalid)
             .field("origin", &self.origin)
             .field("subprotocols", &self.subprotocols)
             .field("headers", &self.sensitive.show(&self.headers))
@@ -114,11 +125,24 @@ impl std::fmt::Debug for ClientBuilder {
 }
 
 impl ClientBuilder {
-    /// Settings for `url`, with the defaults: open timeout 10 s, max message
-    /// 1 MiB, close timeout 10 s, `User-Agent: tether/<version>`.
-    pub fn new(url: impl Into<String>) -> Self {
+    /// Settings for `request`, with the defaults: open timeout 10 s, max
+    /// message 1 MiB, close timeout 10 s, `User-Agent: tether/<version>`.
+    ///
+    /// `request` is a URL (`&str`, `String`, [`url::Url`], [`http::Uri`])
+    /// or an [`http::Request<()>`](http::Request), whose headers and
+    /// subprotocols are sent (see [`IntoClientRequest`]). An invalid URL or
+    /// request is reported by [`connect`](ClientBuilder::connect) (and by
+    /// [`validate`](ClientBuilder::validate)), before any connection is
+    /// opened.
+    pub fn new(request: impl IntoClientRequest) -> Self {
+        request.into_client_builder()
+    }
+
+    /// The defaults, for `url`.
+    fn for_url(url: String) -> Self {
         ClientBuilder {
-            url: url.into(),
+            url,
+            invalid: None,
             provider: None,
             origin: None,
             subprotocols: Vec::new(),
@@ -130,6 +154,11 @@ impl ClientBuilder {
             tls: Default::default(),
             proxy: Default::default(),
         }
+    }
+
+    /// Records why the request cannot be sent (the first reason is kept).
+    fn invalid_request(&mut self, kind: ErrorKind, why: impl Into<String>) {
+        self.invalid.get_or_insert((kind, why.into()));
     }
 
     /// The URL, with credentials redacted.
@@ -181,7 +210,10 @@ impl ClientBuilder {
     /// control character but tab, RFC 9110 §5.5; subprotocols: tokens,
     /// each offered once, RFC 6455 §4.1), the credentials of the URL and of
     /// an explicit [`proxy`](ClientBuilder::proxy) (no control character,
-    /// RFC 7617 §2).
+    /// RFC 7617 §2), the `http::Request` given to [`ClientBuilder::new`]
+    /// (see [`IntoClientRequest`]), and that a
+    /// [`tls_config`](ClientBuilder::tls_config) is not combined with
+    /// tether's own trust and client-certificate options.
     ///
     /// ```
     /// use tether::{ClientBuilder, ErrorKind};
@@ -195,6 +227,16 @@ impl ClientBuilder {
     /// names it; a header's value is never shown), [`ErrorKind::InvalidUrl`]
     /// for the URL.
     pub fn validate(&self) -> Result<()> {
+        self.validate_settings()?;
+        parse_url(&self.url)?;
+        Ok(())
+    }
+
+    /// What [`ClientBuilder::validate`] checks but the URL.
+    fn validate_settings(&self) -> Result<()> {
+        if let Some((kind, why)) = &self.invalid {
+            return Err(Error::msg(*kind, why.clone()));
+        }
         let request = ClientRequest {
             origin: self.origin.clone(),
             subprotocols: self.subprotocols.clone(),
@@ -203,7 +245,7 @@ impl ClientBuilder {
             ..ClientRequest::default()
         };
         request.validate()?;
-        parse_url(&self.url)?;
+        self.tls.validate()?;
         // Only the proxy's credentials here: an otherwise invalid proxy URL
         // fails the attempt, as one from the environment does.
         if let crate::proxy::ProxySetting::Url(u) = &self.proxy {
@@ -274,7 +316,8 @@ impl ClientBuilder {
         Ok(Some(headers))
     }
 
-    /// Replaces all extra request headers. (A `HeaderMap` holds only
+    /// Replaces all extra request headers (those of an `http::Request`
+    /// given to [`ClientBuilder::new`] too). (A `HeaderMap` holds only
     /// valid values; [`ClientBuilder::validate`] checks them again.)
     pub fn headers(mut self, headers: HeaderMap) -> Self {
         self.headers = headers;

@@ -1,7 +1,8 @@
 //! Opening a connection: the opening handshake over TCP, TLS and proxies,
-//! redirects, the open timeout.
+//! redirects, the open timeout; or over a stream of the caller's
+//! (`connect_on`).
 
-use super::url::{parse_url, redirect_target, same_origin, Target};
+use super::url::{parse_url, parse_ws_url, redirect_target, same_origin, Target};
 use super::ClientBuilder;
 use crate::error::{Error, ErrorKind, Result};
 use crate::socket::{mask_source, WebSocket};
@@ -11,7 +12,7 @@ use http::{HeaderMap, HeaderValue};
 use std::sync::Arc;
 use tether_proto::handshake::{ClientHandshake, ClientRequest, Progress, Response};
 use tether_proto::Connection;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 impl ClientBuilder {
     /// Opens the connection: resolves the host, races its addresses (Happy
@@ -49,14 +50,89 @@ impl ClientBuilder {
         Ok((c.ws, c.response))
     }
 
+    /// Runs the client side of the opening handshake over `io`, a stream
+    /// you already have: a Unix socket, an in-memory
+    /// [`tokio::io::duplex`], a TLS stream of yours, a tunnel. The URL
+    /// gives the `Host` header and the path (and its credentials, Basic
+    /// auth); nothing is resolved or dialled.
+    ///
+    /// Unlike [`connect`](ClientBuilder::connect): no proxy, no TLS (the
+    /// TLS options are not used; a `wss://` URL only sets the `Host`
+    /// header's default port, 443), and no redirect is followed: a 3xx
+    /// answer is an [`ErrorKind::HttpStatus`] error whose
+    /// [`response`](crate::Error::response) holds the `Location`, for you to
+    /// open a stream to. The open timeout bounds the handshake; a
+    /// credentials provider is asked for its headers once.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> tether::Result<()> {
+    /// use tether::{ClientBuilder, Message};
+    /// // Both ends in one process, over an in-memory pipe.
+    /// let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+    /// let server = tokio::spawn(async move {
+    ///     let mut ws = tether::accept(server_io).await?;
+    ///     let msg = ws.recv().await.expect("a message")?;
+    ///     ws.send(msg).await
+    /// });
+    /// let mut ws = ClientBuilder::new("ws://localhost/echo").connect_on(client_io).await?;
+    /// ws.send(Message::text("hello")).await?;
+    /// assert_eq!(ws.recv().await.unwrap()?, Message::text("hello"));
+    /// # server.await.unwrap()?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] and [`ErrorKind::InvalidUrl`] as for
+    /// [`ClientBuilder::validate`] (but a `wss://` URL needs no TLS
+    /// feature here), [`ErrorKind::Credentials`] when the provider fails,
+    /// [`ErrorKind::Timeout`], [`ErrorKind::Connect`] when the stream fails
+    /// or ends during the handshake, [`ErrorKind::HttpStatus`] (with the
+    /// response), [`ErrorKind::Handshake`].
+    ///
+    /// # Cancel safety
+    /// Cancelling drops the stream.
+    pub async fn connect_on<S>(self, io: S) -> Result<WebSocket<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        self.validate_settings()?;
+        let target = parse_ws_url(&self.url)?;
+        let headers = self.provided_headers(1, false).await?;
+        let headers = headers.unwrap_or_else(|| self.headers.clone());
+        // Boxed, as the server's accept: the handshake's buffers are freed
+        // when it is done instead of sizing the caller's future.
+        let attempt = Box::pin(self.handshake(io, &target, &headers));
+        self.within_open_timeout(attempt)
+            .await
+            .map(|(ws, _)| ws)
+            .map_err(|e| e.with_url(&self.url))
+    }
+
     /// Connects, following redirects, within the open timeout. `headers`
     /// replaces the builder's extra headers (a credentials provider's).
     pub(crate) async fn connect_full(&self, headers: Option<HeaderMap>) -> Result<Connected> {
         // Nothing is sent with a value that cannot be (header injection).
         self.validate()?;
         let headers = headers.unwrap_or_else(|| self.headers.clone());
-        let attempt = self.follow_redirects(headers);
-        let result = match self.open_timeout {
+        let result = self
+            .within_open_timeout(self.follow_redirects(headers))
+            .await;
+        result.map_err(|e| {
+            if e.url().is_none() {
+                e.with_url(&self.url)
+            } else {
+                e
+            }
+        })
+    }
+
+    /// Runs `attempt` within the open timeout.
+    async fn within_open_timeout<T>(
+        &self,
+        attempt: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match self.open_timeout {
             Some(t) => match tokio::time::timeout(t, attempt).await {
                 Ok(r) => r,
                 Err(_) => Err(Error::msg(
@@ -65,14 +141,7 @@ impl ClientBuilder {
                 )),
             },
             None => attempt.await,
-        };
-        result.map_err(|e| {
-            if e.url().is_none() {
-                e.with_url(&self.url)
-            } else {
-                e
-            }
-        })
+        }
     }
 
     /// Follows 301, 302, 303, 307 and 308 with a Location, at most
@@ -178,12 +247,13 @@ impl ClientBuilder {
         }
     }
 
-    async fn handshake(
+    /// The upgrade over `io`: the request, then the server's answer.
+    async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
-        mut io: MaybeTlsStream,
+        mut io: S,
         target: &Target,
         headers: &HeaderMap,
-    ) -> Result<(WebSocket, Response)> {
+    ) -> Result<(WebSocket<S>, Response)> {
         let mut key = [0u8; 16];
         getrandom::getrandom(&mut key).map_err(|e| {
             Error::msg(

@@ -113,4 +113,52 @@ impl ClientBuilder {
         self.tls.set_accept_invalid_certs(accept);
         self
     }
+
+    /// Uses your rustls configuration for `wss://`: a custom certificate
+    /// verifier, another crypto provider, a client certificate resolver, a
+    /// session cache shared with your HTTP client. Needs the `rustls`
+    /// feature (on with `tls`); the `rustls` version is the one tether
+    /// depends on (0.23).
+    ///
+    /// - **ALPN**: tether uses a copy of the configuration whose
+    ///   `alpn_protocols` is `["http/1.1"]`, whatever yours holds. The
+    ///   upgrade is an HTTP/1.1 request (RFC 6455 §4.1): a server offered
+    ///   `h2` may choose it and would then not understand the request.
+    /// - **Other TLS options**: the configuration replaces them all, so it
+    ///   cannot be combined with `add_root_certificate_*`,
+    ///   `tls_built_in_roots(false)`, `client_certificate_*` or
+    ///   `danger_accept_invalid_certs(true)`: with any of them,
+    ///   [`connect`](ClientBuilder::connect) fails with
+    ///   [`ErrorKind::Config`] before opening anything (and so does
+    ///   [`validate`](ClientBuilder::validate)), rather than ignore one
+    ///   side and trust other servers than you meant. Put the roots, the
+    ///   verifier or the client certificate in the configuration.
+    /// - SNI and the host name checked are the URL's host, as without it;
+    ///   certificate failures are [`ErrorKind::Tls`] errors whose source is
+    ///   the `rustls::Error`.
+    ///
+    /// ```no_run
+    /// # async fn run() -> tether::Result<()> {
+    /// use std::sync::Arc;
+    /// use tether::rustls;
+    /// let mut roots = rustls::RootCertStore::empty();
+    /// # let ca_der: Vec<u8> = Vec::new();
+    /// roots.add(rustls::pki_types::CertificateDer::from(ca_der)).unwrap();
+    /// let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+    ///     rustls::crypto::ring::default_provider(),
+    /// ))
+    /// .with_safe_default_protocol_versions()
+    /// .unwrap()
+    /// .with_root_certificates(roots)
+    /// .with_no_client_auth();
+    /// let ws = tether::ClientBuilder::new("wss://internal.example:8443/feed")
+    ///     .tls_config(Arc::new(config))
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn tls_config(mut self, config: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        self.tls.set_custom(config);
+        self
+    }
 }

@@ -21,18 +21,29 @@ pub(crate) struct Target {
     pub(crate) secrets: Secrets,
 }
 
+/// Parses a URL to open a connection to: `wss://` needs the TLS machinery.
 pub(crate) fn parse_url(raw: &str) -> Result<Target> {
+    let target = parse_ws_url(raw)?;
+    if target.tls && !cfg!(feature = "rustls") {
+        return Err(Error::msg(
+            ErrorKind::InvalidUrl,
+            "invalid URL: wss:// needs TLS: build tether with its `tls` feature",
+        )
+        .with_url(raw));
+    }
+    Ok(target)
+}
+
+/// Parses a `ws://` or `wss://` URL, whether or not this build can make the
+/// TLS connection itself (`connect_on` runs over the caller's stream, which
+/// may be TLS of theirs).
+pub(crate) fn parse_ws_url(raw: &str) -> Result<Target> {
     let invalid =
         |why: &str| Error::msg(ErrorKind::InvalidUrl, format!("invalid URL: {why}")).with_url(raw);
     let url = url::Url::parse(raw).map_err(|e| invalid(&e.to_string()))?;
     let (tls, default_port) = match url.scheme() {
         "ws" => (false, 80),
-        "wss" if cfg!(feature = "rustls") => (true, 443),
-        "wss" => {
-            return Err(invalid(
-                "wss:// needs TLS: build tether with its `tls` feature",
-            ))
-        }
+        "wss" => (true, 443),
         other => {
             return Err(invalid(&format!(
                 "unsupported scheme {other:?}; use ws:// or wss://"
