@@ -10,9 +10,16 @@
 //! - `wss://` and TLS servers (feature `tls`, on by default; rustls with
 //!   `ring`): `ClientBuilder::add_root_certificate_pem_file`,
 //!   `ClientBuilder::danger_accept_invalid_certs` (tests only),
-//!   `ServerBuilder::tls_pem`. Cargo features: `tls` (the platform's trust
-//!   store), `webpki-roots` (Mozilla's roots compiled in), `rustls` (no
-//!   built-in roots).
+//!   `ServerBuilder::tls_pem`;
+//! - WebSockets inside an axum or hyper server, beside its other routes:
+//!   the extractor `tether::axum::WebSocketUpgrade` (feature `axum`, for
+//!   axum 0.8) and `tether::hyper::upgrade` (feature `hyper`, for hyper 1),
+//!   negotiated with a [`ServerBuilder`]'s settings.
+//!
+//! Cargo features: `tls` (on by default: TLS with the platform's trust
+//! store), `webpki-roots` (Mozilla's roots compiled in), `rustls` (TLS with
+//! no built-in roots), `hyper` and `axum` (the framework integrations, off
+//! by default).
 //!
 //! The protocol itself lives in the sans-I/O crate [`tether_proto`]; this
 //! crate moves bytes between it and tokio.
@@ -43,6 +50,7 @@
 
 mod client;
 mod error;
+mod integrations;
 pub mod proxy;
 mod queue;
 pub mod reconnect;
@@ -55,6 +63,10 @@ mod userinfo;
 
 pub use client::{connect, ClientBuilder, CredentialsRequest};
 pub use error::{BoxError, Error, ErrorKind, Initiator, Result};
+#[cfg(feature = "axum")]
+pub use integrations::axum;
+#[cfg(feature = "hyper")]
+pub use integrations::hyper;
 pub use server::{accept, serve, Server, ServerBuilder};
 pub use socket::{WebSocket, WebSocketConfig, WsReader, WsWriter};
 pub use transport::MaybeTlsStream;
