@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Interop test client built on the Python `websockets` library.
 
-Usage: <venv>/bin/python interop/py_client.py [DEFLATE OPTIONS] ws://127.0.0.1:PORT/
+Usage: <venv>/bin/python interop/py_client.py [--subprotocol NAME] [DEFLATE OPTIONS] ws://127.0.0.1:PORT/
+
+--subprotocol NAME                 offer the subprotocol NAME on every
+                                   connection, and check that it is agreed
 
 DEFLATE OPTIONS (see PROTOCOL.md; none: permessage-deflate is off):
   --deflate                        offer permessage-deflate, library defaults
@@ -107,9 +110,11 @@ class Client:
     async def open(self):
         """A new connection: big limits, no keepalive pings, compression only
         if asked for."""
+        protocols = [self.args.subprotocol] if self.args.subprotocol else None
         return await connect(
             self.url,
             **self.compression,
+            subprotocols=protocols,
             max_size=MAX_SIZE,
             ping_interval=None,
             proxy=None,  # never route loopback tests through an env proxy
@@ -249,7 +254,14 @@ class Client:
         expect(sent is not None and sent.code == 4002,
                f"client answered with {sent}, expected an echo of 4002")
 
+    async def subprotocol(self) -> None:
+        ws = await self.shared()
+        expect(ws.subprotocol == self.args.subprotocol,
+               f"agreed subprotocol {ws.subprotocol!r}, expected {self.args.subprotocol!r}")
+
     async def run(self) -> bool:
+        if self.args.subprotocol:
+            await self.check("subprotocol", self.subprotocol)
         if self.args.deflate:
             await self.check("deflate-negotiated", self.deflate_negotiated)
             await self.check("server-ext", self.server_ext)
@@ -299,6 +311,7 @@ class Client:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="websockets interop client")
+    parser.add_argument("--subprotocol", metavar="NAME")
     parser.add_argument("--deflate", action="store_true")
     parser.add_argument("--server-no-context-takeover", action="store_true")
     parser.add_argument("--client-no-context-takeover", action="store_true")

@@ -70,11 +70,16 @@
 //!   ([`DeflateConfig`]; `compression(None)` turns it off); keepalive pings
 //!   every 20 s with a 20 s timeout; messages up to 1 MiB by default
 //!   (`max_message_size`; tokio-tungstenite allows 64 MiB: set it if you
-//!   need more, the default is sized for hostile peers).
+//!   need more, the default is sized for hostile peers);
+//! - WebSockets inside an axum or hyper server, beside its other routes:
+//!   the extractor `tether::axum::WebSocketUpgrade` (feature `axum`, for
+//!   axum 0.8) and `tether::hyper::upgrade` (feature `hyper`, for hyper 1),
+//!   negotiated with a [`ServerBuilder`]'s settings.
 //!
-//! Cargo features: `tls` (on: rustls with the platform's trust store),
-//! `webpki-roots` (Mozilla's roots compiled in), `rustls` (the TLS machinery
-//! with no built-in roots).
+//! Cargo features: `tls` (on by default: TLS with the platform's trust
+//! store), `webpki-roots` (Mozilla's roots compiled in), `rustls` (TLS with
+//! no built-in roots), `hyper` and `axum` (the framework integrations, off
+//! by default).
 //!
 //! The protocol itself lives in the sans-I/O crate [`tether_proto`]; this
 //! crate moves bytes between it and tokio.
@@ -105,6 +110,7 @@
 
 mod client;
 mod error;
+mod integrations;
 pub mod proxy;
 mod queue;
 pub mod reconnect;
@@ -117,6 +123,10 @@ mod userinfo;
 
 pub use client::{connect, ClientBuilder, CredentialsRequest, IntoClientRequest};
 pub use error::{BoxError, Error, ErrorKind, Initiator, Result};
+#[cfg(feature = "axum")]
+pub use integrations::axum;
+#[cfg(feature = "hyper")]
+pub use integrations::hyper;
 pub use server::{accept, serve, Server, ServerBuilder};
 pub use socket::{WebSocket, WebSocketConfig, WsReader, WsWriter};
 pub use transport::MaybeTlsStream;

@@ -25,6 +25,23 @@ fn public_types_are_send_sync_unpin() {
     is_send::<tether_proto_connection::Connection>();
 }
 
+#[cfg(feature = "hyper")]
+#[test]
+fn hyper_types_are_send() {
+    is_send::<tether::hyper::UpgradeFuture>();
+    is_unpin::<tether::hyper::UpgradeFuture>();
+    is_send::<tether::hyper::UpgradedWebSocket>();
+    is_send::<tether::hyper::UpgradeRejection>();
+    is_sync::<tether::hyper::UpgradeRejection>();
+}
+
+#[cfg(feature = "axum")]
+#[test]
+fn axum_types_are_send() {
+    // Held by handlers' futures, which axum requires to be Send.
+    is_send::<tether::axum::WebSocketUpgrade>();
+}
+
 mod tether_proto_connection {
     pub(crate) use tether::tether_proto::Connection;
 }

@@ -9,24 +9,21 @@
 //! and (through a byte-counting relay) that the messages were compressed on
 //! the wire both ways.
 //!
-//! Chromium comes from `interop/install-chromium.sh` (run by
-//! `scripts/test.sh`); `TETHER_CHROMIUM` overrides its path. Without it the
-//! test fails: it is never skipped.
+//! Chromium comes from `interop/install-chromium.sh` (see `browser/mod.rs`);
+//! without it the test fails: it is never skipped.
 
+mod browser;
 mod peers;
 mod relay;
 
-use peers::collect;
+use browser::Browser;
 use relay::Relay;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tether::tether_proto::deflate::DeflateParams;
 use tether::{CloseCode, Message, ServerBuilder, WebSocket};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::process::Command;
 use tokio::sync::mpsc;
 
 /// How long Chromium has to load the page and finish its script.
@@ -185,56 +182,8 @@ async fn serve_page(page: String) -> (u16, tokio::task::JoinHandle<()>) {
     (port, task)
 }
 
-/// The Chromium binary; panics (the test fails) when it is missing.
-fn chromium() -> PathBuf {
-    let path = std::env::var_os("TETHER_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    assert!(
-        path.is_file(),
-        "Chromium not found at {} (set TETHER_CHROMIUM to another path); install it with \
-         `bash interop/install-chromium.sh` (as root). This test fails rather than skips \
-         without a browser.",
-        path.display()
-    );
-    path
-}
-
-/// A fresh directory for Chromium's profile, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let dir =
-            std::env::temp_dir().join(format!("tether-chromium-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create the profile directory");
-        TempDir(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The last `max` bytes of a child's output, as text.
-fn tail(buf: &Mutex<Vec<u8>>, max: usize) -> String {
-    let b = buf.lock().unwrap();
-    String::from_utf8_lossy(&b[b.len().saturating_sub(max)..]).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_round_trip_with_permessage_deflate() {
-    let chromium = chromium();
-
     // tether's server with its default settings (compression on, 12-bit
     // server window), behind a relay that counts the bytes on the wire.
     let (tx, mut reports) = mpsc::unbounded_channel();
@@ -246,58 +195,20 @@ async fn chromium_round_trip_with_permessage_deflate() {
     let (http_port, http) = serve_page(page(relay.addr().port())).await;
     let url = format!("http://127.0.0.1:{http_port}/");
 
-    let profile = TempDir::new();
-    let mut browser = Command::new(&chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            // Never route the loopback connections through a proxy from
-            // the environment.
-            "--no-proxy-server",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(&url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("could not start {}: {e}", chromium.display()));
-    let out = collect(browser.stdout.take().expect("piped stdout"));
-    let err = collect(browser.stderr.take().expect("piped stderr"));
-    let output = || {
-        format!(
-            "--- stdout ---\n{}\n--- stderr ---\n{}",
-            tail(&out, 4000),
-            tail(&err, 8000)
-        )
-    };
+    let mut browser = Browser::open(&url);
 
     // Wait for the server's report on the browser's connection, which comes
     // once the connection has ended.
-    let report = tokio::select! {
-        r = tokio::time::timeout(BROWSER_TIMEOUT, reports.recv()) => match r {
-            Ok(Some(r)) => r,
-            Ok(None) => unreachable!("the server holds a sender"),
-            Err(_) => panic!(
-                "Chromium did not complete the WebSocket session with {url} within \
-                 {BROWSER_TIMEOUT:?}\n{}",
-                output()
-            ),
-        },
-        status = browser.wait() => panic!(
-            "Chromium exited ({status:?}) before completing the WebSocket session\n{}",
-            output()
-        ),
-    };
-    let _ = browser.start_kill();
-    let _ = tokio::time::timeout(Duration::from_secs(10), browser.wait()).await;
+    let report = browser
+        .wait_for(
+            reports.recv(),
+            BROWSER_TIMEOUT,
+            "complete the WebSocket session",
+        )
+        .await
+        .expect("the server holds a sender");
+    let output = browser.output();
+    browser.close().await;
     http.abort();
 
     let summary: Vec<(&str, usize)> = report
@@ -308,11 +219,7 @@ async fn chromium_round_trip_with_permessage_deflate() {
     let ctx = format!(
         "the server saw: offer {:?}, agreed {:?}, messages (kind, bytes) {summary:?}, \
          close {:?}, error {:?}\n{}",
-        report.offer,
-        report.compression,
-        report.close,
-        report.error,
-        output()
+        report.offer, report.compression, report.close, report.error, output
     );
     assert!(
         report.error.is_none(),

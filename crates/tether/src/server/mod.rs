@@ -7,6 +7,8 @@
 mod handshake;
 mod listen;
 
+#[cfg(feature = "hyper")]
+pub(crate) use handshake::Upgrade;
 pub use listen::Server;
 use listen::{accept_loop, Serving, Slot};
 

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tether::tether_proto::deflate::DeflateParams;
 use tether::{Bytes, CloseCode, CloseFrame, ErrorKind, Message, ServerBuilder, WebSocket};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// The echo sizes of PROTOCOL.md.
 pub(crate) const SIZES: [usize; 6] = [0, 125, 126, 65535, 65536, 1048576];
@@ -109,6 +110,8 @@ pub(crate) struct Seen {
     pub(crate) offer: Option<String>,
     /// The parameters agreed.
     pub(crate) compression: Option<DeflateParams>,
+    /// The subprotocol agreed.
+    pub(crate) subprotocol: Option<String>,
 }
 
 /// What the server saw on all its connections.
@@ -119,32 +122,29 @@ struct Log {
     closes: Mutex<Vec<Option<(u16, String)>>>,
 }
 
-/// tether's command-protocol server (PROTOCOL.md, with `!ext` and
-/// `!offer`), in-process on an ephemeral port of 127.0.0.1.
-pub(crate) struct ProtocolServer {
-    server: tether::Server,
+/// The command protocol (PROTOCOL.md, with `!ext` and `!offer`) on sockets
+/// accepted by any server (tether's own, or a framework's), recording what
+/// it saw on each connection. Clones share the record.
+#[derive(Clone, Default)]
+pub(crate) struct ProtocolHandler {
     log: Arc<Log>,
 }
 
-impl ProtocolServer {
-    /// Starts the server with the settings of `builder`.
-    pub(crate) async fn start(builder: ServerBuilder) -> ProtocolServer {
-        let log = Arc::<Log>::default();
-        let l = log.clone();
-        let server = builder
-            .serve("127.0.0.1:0", move |ws| Session::run(ws, l.clone()))
-            .await
-            .expect("start tether's protocol server");
-        ProtocolServer { server, log }
-    }
-
-    pub(crate) fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
+impl ProtocolHandler {
+    /// Runs the protocol on `ws` until the connection ends.
+    pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(&self, ws: WebSocket<S>) {
+        Session::run(ws, self.log.clone()).await
     }
 
     /// What the server saw on each connection so far.
     pub(crate) fn seen(&self) -> Vec<Seen> {
         self.log.connections.lock().unwrap().clone()
+    }
+
+    /// The close frames received from clients so far (`None`: without a
+    /// code).
+    pub(crate) fn closes(&self) -> Vec<Option<(u16, String)>> {
+        self.log.closes.lock().unwrap().clone()
     }
 
     /// Waits up to 5 s for the close frames that the closing checks of the
@@ -165,10 +165,47 @@ impl ProtocolServer {
             }
             assert!(
                 Instant::now() < deadline,
-                "{ctx}: tether's server did not receive close frames {missing:?}; it received {seen:?}"
+                "{ctx}: the server did not receive close frames {missing:?}; it received {seen:?}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// tether's command-protocol server (PROTOCOL.md, with `!ext` and
+/// `!offer`), in-process on an ephemeral port of 127.0.0.1.
+pub(crate) struct ProtocolServer {
+    server: tether::Server,
+    handler: ProtocolHandler,
+}
+
+impl ProtocolServer {
+    /// Starts the server with the settings of `builder`.
+    pub(crate) async fn start(builder: ServerBuilder) -> ProtocolServer {
+        let handler = ProtocolHandler::default();
+        let h = handler.clone();
+        let server = builder
+            .serve("127.0.0.1:0", move |ws| {
+                let h = h.clone();
+                async move { h.run(ws).await }
+            })
+            .await
+            .expect("start tether's protocol server");
+        ProtocolServer { server, handler }
+    }
+
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// What the server saw on each connection so far.
+    pub(crate) fn seen(&self) -> Vec<Seen> {
+        self.handler.seen()
+    }
+
+    /// See [`ProtocolHandler::wait_for_client_closes`].
+    pub(crate) async fn wait_for_client_closes(&self, ctx: &str) {
+        self.handler.wait_for_client_closes(ctx).await
     }
 
     pub(crate) async fn shutdown(self) {
@@ -177,8 +214,8 @@ impl ProtocolServer {
 }
 
 /// One connection of the protocol server.
-struct Session {
-    ws: WebSocket,
+struct Session<S> {
+    ws: WebSocket<S>,
     log: Arc<Log>,
     /// The payload of a `!ping` whose pong has not arrived yet.
     awaiting_pong: Option<Bytes>,
@@ -186,11 +223,12 @@ struct Session {
     deferred: VecDeque<Message>,
 }
 
-impl Session {
-    async fn run(ws: WebSocket, log: Arc<Log>) {
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    async fn run(ws: WebSocket<S>, log: Arc<Log>) {
         log.connections.lock().unwrap().push(Seen {
             offer: extensions_offered(&ws).map(String::from),
             compression: ws.compression(),
+            subprotocol: ws.subprotocol().map(String::from),
         });
         let mut s = Session {
             ws,
@@ -303,7 +341,7 @@ impl Session {
 }
 
 /// The client's `Sec-WebSocket-Extensions` request header.
-fn extensions_offered(ws: &WebSocket) -> Option<&str> {
+fn extensions_offered<S: AsyncRead + AsyncWrite + Unpin>(ws: &WebSocket<S>) -> Option<&str> {
     ws.request()
         .and_then(|r| r.header("sec-websocket-extensions"))
 }
