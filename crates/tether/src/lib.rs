@@ -148,8 +148,10 @@ pub use tether_proto::{CloseCode, CloseFrame, Message, Role, State, Utf8Bytes};
 pub use url;
 
 /// The README's Rust snippets, compiled (and the runnable ones run) as doc
-/// tests, so that what users copy compiles.
-#[cfg(doctest)]
+/// tests, so that what users copy compiles. One snippet is an axum router:
+/// they run with the `axum` feature, as `scripts/test.sh` (all features)
+/// does.
+#[cfg(all(doctest, feature = "axum"))]
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
 
