@@ -325,7 +325,7 @@ async fn run_server(addr: std::net::SocketAddr, n: Arc<Narrator>, seen: Arc<Mute
         .ping_interval(None)
         .process_request(move |_req| {
             let i = reqs.fetch_add(1, Ordering::SeqCst);
-            match i {
+            std::future::ready(match i {
                 0 => {
                     nr.step(2, "the server is up but overloaded");
                     nr.say("server: 503 Service Unavailable, Retry-After: 1");
@@ -347,7 +347,7 @@ async fn run_server(addr: std::net::SocketAddr, n: Arc<Narrator>, seen: Arc<Mute
                             .header("www-authenticate", "Bearer"),
                     )
                 }
-            }
+            })
         });
     n.say("server: listening now");
     let nh = n.clone();

@@ -4,7 +4,11 @@
 //! and says clearly when it cannot.
 //!
 //! - [`connect`] / [`ClientBuilder`] open a client connection;
-//! - [`serve`] / [`ServerBuilder`] / [`accept`] accept connections;
+//! - [`serve`] / [`ServerBuilder`] / [`accept`] accept connections, with
+//!   hooks that see every HTTP request (a health check on the same port, an
+//!   async authentication), choose the subprotocol and amend the 101;
+//! - the handshake's [`Request`] and [`Response`] convert to and from the
+//!   [`http`] crate's types (re-exported);
 //! - [`WebSocket`] is a `Stream` of [`Message`]s and a `Sink` of them, with
 //!   `recv`, `send`, `ping`, `close`, and `split` into a reader and a writer;
 //! - `wss://` and TLS servers (feature `tls`, on by default; rustls with
@@ -60,7 +64,13 @@ pub use socket::{WebSocket, WebSocketConfig, WsReader, WsWriter};
 pub use transport::MaybeTlsStream;
 
 pub use bytes::Bytes;
+/// The `http` crate, whose `HeaderMap` the handshake types hold and to whose
+/// `Request`/`Response` they convert (see [`Request`] and [`Response`]).
+pub use http;
+/// The `rustls` crate, at the version [`ServerBuilder::tls_config`] takes.
+#[cfg(feature = "rustls")]
+pub use rustls;
 pub use tether_proto;
 pub use tether_proto::deflate::{DeflateConfig, DeflateParams};
-pub use tether_proto::handshake::{Request, Response};
+pub use tether_proto::handshake::{ReasonPhrase, Request, Response};
 pub use tether_proto::{CloseCode, CloseFrame, Message, Role, State, Utf8Bytes};

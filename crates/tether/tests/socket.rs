@@ -347,11 +347,14 @@ async fn graceful_shutdown_closes_every_client_with_1001() {
 #[tokio::test]
 async fn process_request_refuses_with_401_and_a_body() {
     let server = ServerBuilder::new()
-        .process_request(|req| match req.header("authorization") {
-            Some("Bearer good") => None,
-            _ => Some(
-                Response::with_body(401, "token expired\n").header("www-authenticate", "Bearer"),
-            ),
+        .process_request(|req| {
+            std::future::ready(match req.header("authorization") {
+                Some("Bearer good") => None,
+                _ => Some(
+                    Response::with_body(401, "token expired\n")
+                        .header("www-authenticate", "Bearer"),
+                ),
+            })
         })
         .serve("127.0.0.1:0", echo)
         .await

@@ -115,7 +115,7 @@ pub(super) async fn accept_loop<H, F>(
     }
 }
 
-/// A running server started by [`serve`] or [`ServerBuilder::serve`].
+/// A running server started by [`serve`](crate::serve) or [`ServerBuilder::serve`].
 #[derive(Debug)]
 pub struct Server {
     pub(super) local_addr: SocketAddr,
