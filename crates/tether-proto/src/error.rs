@@ -85,7 +85,11 @@ impl ProtocolError {
 pub enum HandshakeError {
     /// The server answered with a status other than 101. The response keeps
     /// the status, the headers and up to [`crate::handshake::MAX_BODY_KEPT`]
-    /// bytes of body.
+    /// bytes of body. On a server, the response to send instead of the 101
+    /// (a hook refused the upgrade); [`ServerHandshake::reject`] returns it
+    /// as it is.
+    ///
+    /// [`ServerHandshake::reject`]: crate::handshake::ServerHandshake::reject
     #[error("server answered HTTP {} instead of switching protocols", .0.status)]
     Status(Box<Response>),
     /// A required header is missing.
@@ -122,6 +126,12 @@ pub enum HandshakeError {
     /// `Sec-WebSocket-Version` is not 13 (HTTP 426).
     #[error("unsupported WebSocket version")]
     UnsupportedVersion,
+    /// The request is not a WebSocket upgrade at all: its `Upgrade` header
+    /// is missing or does not name `websocket` (a plain `GET`, a browser
+    /// opening the URL, a health check). HTTP 426 Upgrade Required, as
+    /// websockets answers.
+    #[error("not a WebSocket upgrade request (no Upgrade: websocket header)")]
+    NotWebSocket,
     /// The connection closed before the handshake completed.
     #[error("connection closed during the handshake")]
     UnexpectedEof,
@@ -133,14 +143,16 @@ pub enum HandshakeError {
 }
 
 impl HandshakeError {
-    /// The HTTP status a server answers this error with.
+    /// The HTTP status a server answers this error with: for
+    /// [`HandshakeError::Status`], the status of that response.
     pub fn http_status(&self) -> u16 {
         match self {
+            HandshakeError::Status(r) => r.status,
             HandshakeError::LineTooLong => 414,
             HandshakeError::HeadersTooLarge => 431,
             HandshakeError::MethodNotAllowed(_) => 405,
             HandshakeError::VersionNotSupported => 505,
-            HandshakeError::UnsupportedVersion => 426,
+            HandshakeError::UnsupportedVersion | HandshakeError::NotWebSocket => 426,
             _ => 400,
         }
     }

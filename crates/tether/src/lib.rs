@@ -60,8 +60,14 @@
 //!   subprotocols, an open timeout, HTTP and SOCKS5 proxies ([`proxy`],
 //!   from the environment by default), `wss://` with rustls;
 //! - [`serve`] / [`ServerBuilder`] / [`accept`] accept connections, with
-//!   caps (`max_connections`, `max_handshakes`, message and frame sizes) and
-//!   a graceful [`Server::shutdown`];
+//!   caps (`max_connections`, `max_handshakes`, message and frame sizes), a
+//!   graceful [`Server::shutdown`], and hooks that see every HTTP request (a
+//!   health check on the same port, an async authentication), choose the
+//!   subprotocol and amend the 101;
+//! - the handshake's [`Request`] and [`Response`] convert to and from the
+//!   [`http`] crate's types (re-exported); the client takes a URL, a
+//!   [`url::Url`] or an `http::Request` ([`IntoClientRequest`]), and runs
+//!   over any stream of yours ([`ClientBuilder::connect_on`]);
 //! - [`WebSocket`] is a `Stream` of [`Message`]s and a `Sink` of them (the
 //!   traits of `futures-util`; add it to use `StreamExt`/`SinkExt`), with
 //!   `recv`, `send`, `ping`, `close`, and `split` into a reader and a
@@ -132,16 +138,17 @@ pub use socket::{WebSocket, WebSocketConfig, WsReader, WsWriter};
 pub use transport::MaybeTlsStream;
 
 pub use bytes::Bytes;
-/// The `http` crate (its `Request`, `Uri`, `HeaderMap`), re-exported so that
-/// its version always matches tether's.
+/// The `http` crate, whose `HeaderMap` the handshake types hold and to whose
+/// `Request`/`Response` they convert (see [`Request`] and [`Response`]); an
+/// `http::Request` is also a client request ([`IntoClientRequest`]).
 pub use http;
-/// The `rustls` crate (feature `rustls`), re-exported for
-/// [`ClientBuilder::tls_config`]: its version always matches tether's.
+/// The `rustls` crate (feature `rustls`), at the version
+/// [`ClientBuilder::tls_config`] and [`ServerBuilder::tls_config`] take.
 #[cfg(feature = "rustls")]
 pub use rustls;
 pub use tether_proto;
 pub use tether_proto::deflate::{DeflateConfig, DeflateParams};
-pub use tether_proto::handshake::{Request, Response};
+pub use tether_proto::handshake::{ReasonPhrase, Request, Response};
 pub use tether_proto::{CloseCode, CloseFrame, Message, Role, State, Utf8Bytes};
 /// The `url` crate, re-exported so that a [`url::Url`] given to [`connect`]
 /// or [`ClientBuilder::new`] has the version tether takes.

@@ -8,8 +8,12 @@
 //!   sends SNI (for host names, not for IP addresses) and offers ALPN
 //!   `http/1.1`. A caller's configuration (`ClientBuilder::tls_config`)
 //!   replaces all of that but SNI; a copy of it is used, with ALPN `http/1.1`.
-//! - A server given a certificate (`ServerBuilder::tls_pem`) accepts TLS
-//!   before the WebSocket upgrade, within the open timeout.
+//! - A server given a certificate (`ServerBuilder::tls_pem`) or a rustls
+//!   configuration (`ServerBuilder::tls_config`, with its ALPN set to
+//!   `http/1.1`) accepts TLS before the WebSocket upgrade, within the open
+//!   timeout.
+//! - The server's configurations are built with the `ring` provider; one
+//!   given to `tls_config` keeps its own.
 //! - Certificate and host-name failures are [`ErrorKind::Tls`], which the
 //!   reconnect policy treats as fatal. The [`Error`]'s source is a
 //!   `rustls::Error` (one level down the `source()` chain).
@@ -555,6 +559,34 @@ mod enabled {
         pub(crate) fn from_der(cert_chain: Vec<Vec<u8>>, key: Vec<u8>) -> Result<Self> {
             let chain = cert_chain.into_iter().map(CertificateDer::from).collect();
             ServerTls::new(chain, key_from_der(key)?)
+        }
+
+        /// A caller's configuration, with ALPN `http/1.1` alone (the
+        /// reasons are in the docs of `ServerBuilder::tls_config`): the same
+        /// `Arc` when it says so already, else a copy that shares the
+        /// rest (resolver, verifier, session cache are `Arc`s inside).
+        pub(crate) fn from_config(config: Arc<ServerConfig>) -> Self {
+            if config.alpn_protocols == [ALPN_HTTP11] {
+                return ServerTls { config };
+            }
+            let others: Vec<String> = config
+                .alpn_protocols
+                .iter()
+                .filter(|p| p.as_slice() != ALPN_HTTP11)
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect();
+            if !others.is_empty() {
+                tracing::warn!(
+                    dropped = ?others,
+                    "tls_config: a tether server speaks WebSocket over HTTP/1.1 only; \
+                     it accepts ALPN http/1.1 alone"
+                );
+            }
+            let mut copy = ServerConfig::clone(&config);
+            copy.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+            ServerTls {
+                config: Arc::new(copy),
+            }
         }
     }
 

@@ -189,7 +189,6 @@ async fn invalid_method_fails_before_connecting() {
         .body(())
         .unwrap();
     let mut connections = ClientBuilder::new(request).reconnecting(Default::default());
-    use futures_util::StreamExt;
     let first = within("reconnecting", connections.next()).await.unwrap();
     assert_eq!(first.unwrap_err().kind(), ErrorKind::Config);
 }

@@ -653,6 +653,122 @@ async fn client_certificate() {
     server.abort();
 }
 
+/// `ServerBuilder::tls_config`: a rustls configuration built here (client
+/// authentication required, ALPN `h2` and `http/1.1` as an HTTP/2 server
+/// would list them) is used by `serve`: a client with a certificate
+/// connects and one without is refused by the TLS handshake; ALPN is
+/// `http/1.1` for a client that offers `h2` too, and a client that offers
+/// only `h2` is refused (no_application_protocol).
+#[tokio::test]
+async fn tls_config_of_the_caller() {
+    let ca = Ca::new("tether test CA");
+    let leaf = ca.server(LOCAL);
+    let client_leaf = ca.issue(&["client.example"], ExtendedKeyUsagePurpose::ClientAuth);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().into()).unwrap();
+    let roots = Arc::new(roots);
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        roots.clone(),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            vec![leaf.cert_der.clone().into()],
+            rustls::pki_types::PrivateKeyDer::try_from(leaf.key_der.clone()).unwrap(),
+        )
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let config = Arc::new(config);
+    let server = ServerBuilder::new()
+        .tls_config(config.clone())
+        .serve("127.0.0.1:0", echo)
+        .await
+        .unwrap();
+    // The caller's configuration is left as it was.
+    assert_eq!(config.alpn_protocols.len(), 2);
+    let port = server.local_addr().port();
+    let url = format!("wss://localhost:{port}/");
+    let trusted = || {
+        ClientBuilder::new(&url)
+            .add_root_certificate_pem(ca.pem().as_bytes())
+            .unwrap()
+    };
+
+    let mut ws = within(
+        "connect",
+        trusted()
+            .client_certificate_pem(
+                client_leaf.cert_pem.as_bytes(),
+                client_leaf.key_pem.as_bytes(),
+            )
+            .unwrap()
+            .connect(),
+    )
+    .await
+    .expect("with a client certificate");
+    assert_echo(&mut ws, "own config").await;
+    assert_eq!(alpn(&ws).as_deref(), Some(&b"http/1.1"[..]));
+    drop(ws);
+
+    let e = connect_err(trusted()).await;
+    assert_eq!(e.kind(), ErrorKind::Tls, "{e}");
+    assert!(
+        e.to_string().contains("requires a client certificate"),
+        "{e}"
+    );
+
+    // A raw TLS client (with a certificate) offering ALPN as a browser does.
+    let raw = |offer: Vec<Vec<u8>>| {
+        let mut c = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots.clone())
+            .with_client_auth_cert(
+                vec![client_leaf.cert_der.clone().into()],
+                rustls::pki_types::PrivateKeyDer::try_from(client_leaf.key_der.clone()).unwrap(),
+            )
+            .unwrap();
+        c.alpn_protocols = offer;
+        async move {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            tokio_rustls::TlsConnector::from(Arc::new(c))
+                .connect(name, tcp)
+                .await
+        }
+    };
+    let tls = within(
+        "h2 and http/1.1",
+        raw(vec![b"h2".to_vec(), b"http/1.1".to_vec()]),
+    )
+    .await
+    .expect("TLS with h2 and http/1.1 offered");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    drop(tls);
+    let e = within("h2 alone", raw(vec![b"h2".to_vec()]))
+        .await
+        .expect_err("h2 alone is refused");
+    let inner = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+    assert!(
+        matches!(
+            inner,
+            Some(rustls::Error::AlertReceived(
+                rustls::AlertDescription::NoApplicationProtocol
+            ))
+        ),
+        "{e:?}"
+    );
+    server.shutdown().await;
+}
+
 /// Bad TLS settings are ErrorKind::Config, at once, naming the file.
 #[tokio::test]
 async fn bad_settings_are_config_errors() {

@@ -5,7 +5,7 @@ mod client;
 mod response;
 mod server;
 
-pub use crate::http_message::{Request, Response};
+pub use crate::http_message::{ReasonPhrase, Request, Response};
 pub use client::{Accepted, ClientHandshake, ClientRequest, Progress, USER_AGENT};
 pub use response::{ResponseProgress, ResponseReader};
 pub use server::{ClientOffer, ServerHandshake};

@@ -137,10 +137,18 @@ impl ServerHandshake {
     /// Checks an upgrade request (RFC 6455 §4.2.1).
     ///
     /// # Errors
-    /// [`HandshakeError::MethodNotAllowed`] (405),
+    /// [`HandshakeError::NotWebSocket`] (426) when the `Upgrade` header does
+    /// not name `websocket`, [`HandshakeError::MethodNotAllowed`] (405),
     /// [`HandshakeError::UnsupportedVersion`] (426), or a missing or invalid
-    /// header (400).
+    /// header of an upgrade request (400).
     pub fn validate(req: &Request) -> Result<ClientOffer, HandshakeError> {
+        // Not an upgrade at all (a browser, a health check, curl): 426 with
+        // `Upgrade: websocket` (RFC 9110 §15.5.22) says what this endpoint
+        // speaks, where a 400 would suggest a broken request. Checked first,
+        // so that any method without the header gets the same answer.
+        if !super::header_has_token(&req.headers, "upgrade", "websocket") {
+            return Err(HandshakeError::NotWebSocket);
+        }
         if req.method != "GET" {
             return Err(HandshakeError::MethodNotAllowed(req.method.clone()));
         }
@@ -199,13 +207,22 @@ impl ServerHandshake {
 
     /// The HTTP response for a failed handshake: the status from
     /// [`HandshakeError::http_status`], a short plain-text reason, and
-    /// `Sec-WebSocket-Version: 13` with 426 (RFC 6455 §4.4).
+    /// `Upgrade: websocket` and `Sec-WebSocket-Version: 13` with 426 (RFC
+    /// 6455 §4.4, RFC 9110 §15.5.22). [`HandshakeError::Status`] holds the
+    /// response to send already: it is returned as it is.
     pub fn reject(err: &HandshakeError) -> Response {
+        if let HandshakeError::Status(r) = err {
+            return (**r).clone();
+        }
         let status = err.http_status();
-        let mut r = Response::with_body(
-            status,
-            format!("Failed to open a WebSocket connection: {err}.\n"),
-        );
+        let mut text = format!("Failed to open a WebSocket connection: {err}.\n");
+        if matches!(err, HandshakeError::NotWebSocket) {
+            text.push_str(
+                "\nThis is a WebSocket endpoint: connect to it with a WebSocket client \
+                 (ws:// or wss://), not with a browser or a plain HTTP client.\n",
+            );
+        }
+        let mut r = Response::with_body(status, text);
         if status == 426 {
             r = r
                 .header("sec-websocket-version", "13")
@@ -281,8 +298,6 @@ Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSoc
     #[test]
     fn missing_or_bad_headers_are_400() {
         for (from, to) in [
-            ("Upgrade: websocket\r\n", ""),
-            ("Upgrade: websocket", "Upgrade: h2c"),
             ("Connection: Upgrade\r\n", ""),
             ("Connection: Upgrade", "Connection: close"),
             ("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", ""),
@@ -292,6 +307,37 @@ Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSoc
             let e = parse(&GOOD.replace(from, to)).unwrap_err();
             assert_eq!(e.http_status(), 400, "{from:?} -> {to:?}: {e}");
         }
+    }
+
+    #[test]
+    fn a_request_that_is_no_upgrade_is_426_naming_websocket() {
+        for (from, to) in [
+            ("Upgrade: websocket\r\n", ""),
+            ("Upgrade: websocket", "Upgrade: h2c"),
+        ] {
+            let e = parse(&GOOD.replace(from, to)).unwrap_err();
+            assert!(matches!(e, HandshakeError::NotWebSocket), "{from:?}: {e}");
+            let r = ServerHandshake::reject(&e);
+            assert_eq!(r.status, 426, "{from:?}");
+            assert_eq!(r.header_str("upgrade"), Some("websocket"));
+            assert_eq!(r.header_str("sec-websocket-version"), Some("13"));
+            let body = String::from_utf8_lossy(&r.body);
+            assert!(body.contains("This is a WebSocket endpoint"), "{body}");
+        }
+        // Any method: a plain POST is not an upgrade either.
+        let plain = "POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n";
+        let e = parse(plain).unwrap_err();
+        assert_eq!(e.http_status(), 426, "{e}");
+    }
+
+    #[test]
+    fn reject_returns_a_status_error_response_as_it_is() {
+        let resp = Response::with_body(403, "no\n").header("x-why", "hook");
+        let r = ServerHandshake::reject(&HandshakeError::Status(Box::new(resp)));
+        assert_eq!(r.status, 403);
+        assert_eq!(r.header_str("x-why"), Some("hook"));
+        assert_eq!(&r.body[..], b"no\n");
+        assert!(r.header_str("connection").is_none());
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! Accepting connections: [`accept`], [`ServerBuilder`] and [`serve`].
 //!
 //! - `mod.rs`: the settings and the entry points;
+//! - `hooks.rs`: `process_request`, `select_subprotocol`,
+//!   `process_response`;
 //! - `handshake.rs`: reading, refusing and accepting the upgrade request;
 //! - `listen.rs`: the accept loop and the [`Server`] handle.
 
 mod handshake;
+mod hooks;
 mod listen;
 
 #[cfg(feature = "hyper")]
@@ -14,15 +17,13 @@ use listen::{accept_loop, Serving, Slot};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::socket::{WebSocket, WebSocketConfig};
+use hooks::{ProcessRequest, ProcessResponse, SelectSubprotocol};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tether_proto::handshake::{Request, Response};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio_util::sync::CancellationToken;
-
-type ProcessRequest = dyn Fn(&Request) -> Option<Response> + Send + Sync;
 
 /// Accepts a WebSocket connection on `io` with the default settings.
 ///
@@ -42,11 +43,15 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(io: S) -> Result<WebSocke
 /// use tether::{Message, Response, ServerBuilder};
 /// let server = ServerBuilder::new()
 ///     .subprotocols(["chat.v1"])
-///     // Refuse clients without a token, as websockets' process_request does.
-///     .process_request(|req| match req.header("authorization") {
-///         Some("Bearer let-me-in") => None,
-///         _ => Some(Response::with_body(401, "missing or invalid token\n")
-///             .header("www-authenticate", "Bearer")),
+///     // Sees every request: a health check on the same port, and clients
+///     // without a token refused, as websockets' process_request does.
+///     .process_request(|req| {
+///         match (req.path(), req.header("authorization")) {
+///             ("/health", _) => Some(Response::with_body(200, "ok\n")),
+///             (_, Some("Bearer let-me-in")) => None,
+///             _ => Some(Response::with_body(401, "missing or invalid token\n")
+///                 .header("www-authenticate", "Bearer")),
+///         }
 ///     })
 ///     .serve("127.0.0.1:9001", |mut ws| async move {
 ///         while let Some(Ok(msg)) = ws.recv().await {
@@ -60,12 +65,47 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(io: S) -> Result<WebSocke
 /// server.shutdown().await; // every client gets close 1001
 /// # Ok(()) }
 /// ```
+///
+/// # The order of a handshake
+///
+/// For each connection, [`ServerBuilder::serve`] and
+/// [`ServerBuilder::accept_tcp`] do this, all within the open timeout:
+///
+/// 1. the TLS handshake, when the server has a certificate;
+/// 2. read the request head; one that cannot be read (not HTTP/1.1, a line
+///    over 8 KiB, more than 128 headers) is answered 400, 505, 414 or 431
+///    at once, and no hook sees it;
+/// 3. during a graceful shutdown ([`Server::shutdown`]): 503;
+/// 4. [`process_request`](ServerBuilder::process_request), with every
+///    request: a response it returns is sent (a health check, a 401);
+/// 5. validation as a WebSocket upgrade (RFC 6455 §4.2.1): a request
+///    that is not one at all (no `Upgrade: websocket`) gets **426 Upgrade
+///    Required** with `Upgrade: websocket` and `Sec-WebSocket-Version: 13`;
+///    a broken one gets 400 (a bad key, a missing `Connection: Upgrade` or
+///    `Host`), 405 (not `GET`) or 426 (a version other than 13);
+/// 6. [`max_connections`](ServerBuilder::max_connections): 503 with
+///    `Retry-After: 5` beyond it (after the hook, so a health check still
+///    answers at capacity);
+/// 7. the subprotocol: [`select_subprotocol`](ServerBuilder::select_subprotocol),
+///    else the [`subprotocols`](ServerBuilder::subprotocols) rule;
+/// 8. permessage-deflate, with the [`compression`](ServerBuilder::compression)
+///    settings;
+/// 9. the 101 is built and given to
+///    [`process_response`](ServerBuilder::process_response), which may add
+///    headers or answer with another status instead;
+/// 10. the 101 is sent, and the connection handed to the handler.
+///
+/// [`ServerBuilder::accept`] does steps 2 to 5 and 7 to 10 on the stream it
+/// is given. Every response other than the 101 has a `Content-Length` and
+/// `Connection: close`, and the connection is closed after it.
 #[derive(Clone)]
 #[must_use]
 pub struct ServerBuilder {
     config: WebSocketConfig,
     subprotocols: Vec<String>,
     process_request: Option<Arc<ProcessRequest>>,
+    select_subprotocol: Option<Arc<SelectSubprotocol>>,
+    process_response: Option<Arc<ProcessResponse>>,
     open_timeout: Option<Duration>,
     max_connections: Option<usize>,
     max_handshakes: usize,
@@ -78,6 +118,9 @@ impl std::fmt::Debug for ServerBuilder {
         f.debug_struct("ServerBuilder")
             .field("config", &self.config)
             .field("subprotocols", &self.subprotocols)
+            .field("process_request", &self.process_request.is_some())
+            .field("select_subprotocol", &self.select_subprotocol.is_some())
+            .field("process_response", &self.process_response.is_some())
             .field("open_timeout", &self.open_timeout)
             .field("max_connections", &self.max_connections)
             .field("max_handshakes", &self.max_handshakes)
@@ -100,6 +143,8 @@ impl ServerBuilder {
             config,
             subprotocols: Vec::new(),
             process_request: None,
+            select_subprotocol: None,
+            process_response: None,
             open_timeout: Some(Duration::from_secs(10)),
             max_connections: None,
             max_handshakes: 256,
@@ -108,25 +153,16 @@ impl ServerBuilder {
     }
 
     /// The subprotocols this server supports; the first one the client
-    /// offered (in the client's order) is chosen.
+    /// offered (in the client's order) is chosen. See also
+    /// [`ServerBuilder::select_subprotocol`] for another rule.
     pub fn subprotocols<I: IntoIterator<Item = T>, T: Into<String>>(mut self, protos: I) -> Self {
         self.subprotocols = protos.into_iter().map(Into::into).collect();
         self
     }
 
-    /// A hook called with each valid upgrade request. Returning a response
-    /// sends it instead of upgrading (for example 401 with a body), as
-    /// websockets' `process_request`.
-    pub fn process_request<F>(mut self, f: F) -> Self
-    where
-        F: Fn(&Request) -> Option<Response> + Send + Sync + 'static,
-    {
-        self.process_request = Some(Arc::new(f));
-        self
-    }
-
     /// Bounds the time a client has to complete the TLS handshake (with a
-    /// certificate) and send its upgrade request (default 10 s).
+    /// certificate) and send its upgrade request, and the hooks have to
+    /// answer it (default 10 s).
     pub fn open_timeout(mut self, t: Option<Duration>) -> Self {
         self.open_timeout = t;
         self
@@ -159,13 +195,15 @@ impl ServerBuilder {
     /// (`ServerBuilder::tls_pem`) do not apply here (`io` may already be a
     /// TLS stream of yours); [`ServerBuilder::accept_tcp`] applies them.
     ///
-    /// An invalid request is answered with 400, 405, 414, 426, 431 or 505
-    /// before the error is returned.
+    /// The hooks run as described under [`ServerBuilder`]; a request that
+    /// is not a valid upgrade is answered with 400, 405, 414, 426, 431 or
+    /// 505 before the error is returned.
     ///
     /// # Errors
     /// [`ErrorKind::Handshake`] for an invalid request, [`ErrorKind::HttpStatus`]
-    /// when `process_request` answered instead, [`ErrorKind::Connect`] when the
-    /// client went away, [`ErrorKind::Timeout`] past the open timeout.
+    /// when a hook answered instead (the error holds that response),
+    /// [`ErrorKind::Connect`] when the client went away,
+    /// [`ErrorKind::Timeout`] past the open timeout.
     ///
     /// # Cancel safety
     /// Cancelling drops the connection.
@@ -326,6 +364,35 @@ impl ServerBuilder {
     pub fn tls_pem_bytes(mut self, cert_chain_pem: &[u8], key_pem: &[u8]) -> Result<Self> {
         self.tls = Some(crate::tls::ServerTls::from_pem(cert_chain_pem, key_pem)?);
         Ok(self)
+    }
+
+    /// Serves TLS with a rustls configuration of yours, used as it is by
+    /// [`ServerBuilder::serve`] and [`ServerBuilder::accept_tcp`]: your
+    /// certificate resolver (SNI, rotation), client authentication, crypto
+    /// provider, protocol versions, session cache and key log.
+    ///
+    /// One field is set: ALPN. A tether server speaks WebSocket over
+    /// HTTP/1.1 (RFC 6455; WebSocket over HTTP/2, RFC 8441, is not
+    /// supported), so the server accepts exactly `http/1.1`. A client
+    /// that offers `h2` as well gets `http/1.1`; one that offers no ALPN at
+    /// all is served too; one that offers only `h2` is refused during the
+    /// TLS handshake (alert `no_application_protocol`, RFC 7301 §3.2)
+    /// instead of talking HTTP/2 to an HTTP/1.1 server. When `config`
+    /// listed other protocols (a configuration shared with an HTTP/2
+    /// server), a copy is made without them, sharing everything else, and
+    /// a warning is logged once here; `config` itself is not changed.
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use tether::rustls; // the version tether uses
+    /// # fn run(config: rustls::ServerConfig) {
+    /// // `config` built by you: rustls::ServerConfig::builder()...
+    /// let builder = tether::ServerBuilder::new().tls_config(Arc::new(config));
+    /// # }
+    /// ```
+    pub fn tls_config(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(crate::tls::ServerTls::from_config(config));
+        self
     }
 
     /// As [`ServerBuilder::tls_pem`], from DER: the certificate chain

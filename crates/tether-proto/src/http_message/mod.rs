@@ -2,13 +2,36 @@
 //! upgrade request and the server's response, as plain data. Re-exported by
 //! [`crate::handshake`]; a module of its own so that [`crate::error`] can
 //! name a refusal's response without depending on the handshake logic.
+//!
+//! - `mod.rs`: [`Request`] and [`Response`];
+//! - `convert.rs`: conversions to and from the `http` crate's types.
+
+mod convert;
+
+pub use convert::ReasonPhrase;
 
 use crate::redact::{redact_url, RedactedHeaders};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::fmt;
 
-/// An HTTP request (the upgrade request).
+/// An HTTP/1.1 request: the upgrade request, or any request a tether
+/// server reads (its `process_request` hook sees them all).
+///
+/// Converts to and from [`http::Request<()>`] (and from the
+/// [`http::request::Parts`] of a hyper or axum request):
+///
+/// ```
+/// use tether_proto::handshake::Request;
+/// let req = http::Request::get("/chat?room=1")
+///     .header("host", "example.com")
+///     .body(())
+///     .unwrap();
+/// let ours = Request::from(req);
+/// assert_eq!((ours.method.as_str(), ours.path()), ("GET", "/chat"));
+/// let back = http::Request::try_from(ours).unwrap();
+/// assert_eq!(back.uri(), "/chat?room=1");
+/// ```
 #[derive(Clone)]
 pub struct Request {
     /// The method, `GET` for a valid upgrade.
@@ -42,6 +65,19 @@ impl Request {
 }
 
 /// An HTTP response: the 101 that completes the handshake, or a refusal.
+///
+/// Converts to and from [`http::Response`] (the body as [`Bytes`]); a
+/// reason phrase other than the status's standard one travels in the
+/// extensions as a [`ReasonPhrase`]:
+///
+/// ```
+/// use tether_proto::handshake::Response;
+/// let ours = Response::with_body(401, "token expired\n").header("www-authenticate", "Bearer");
+/// let theirs = http::Response::<bytes::Bytes>::try_from(ours).unwrap();
+/// assert_eq!(theirs.status(), http::StatusCode::UNAUTHORIZED);
+/// let back = Response::from(theirs);
+/// assert_eq!((back.status, back.reason.as_str()), (401, "Unauthorized"));
+/// ```
 #[derive(Clone)]
 pub struct Response {
     /// The status code.
@@ -114,9 +150,25 @@ impl Response {
     }
 
     /// Serialises the response; adds Content-Length for a non-101 response.
+    /// A reason phrase that could not be sent as it is (a CR or LF in it, or
+    /// another control character; RFC 9112 §4) is replaced with the
+    /// status's standard one.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(128 + self.body.len());
-        out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", self.status, self.reason).as_bytes());
+        // RFC 9112 §4: reason-phrase = 1*( HTAB / SP / VCHAR / obs-text ).
+        let sendable = self
+            .reason
+            .bytes()
+            .all(|b| b == b'\t' || b == b' ' || (b >= 0x21 && b != 0x7f));
+        let reason = if sendable {
+            self.reason.as_str()
+        } else {
+            http::StatusCode::from_u16(self.status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("")
+        };
+        out.extend_from_slice(format!("HTTP/1.1 {} {reason}\r\n", self.status).as_bytes());
         for (k, v) in &self.headers {
             out.extend_from_slice(k.as_str().as_bytes());
             out.extend_from_slice(b": ");
@@ -139,4 +191,24 @@ fn body_excerpt(body: &[u8], max: usize) -> String {
         s.push('…');
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reason_with_a_line_break_is_not_sent() {
+        let mut r = Response::new(403);
+        r.reason = "Forbidden\r\nSet-Cookie: evil=1".into();
+        let text = String::from_utf8(r.to_bytes()).unwrap();
+        assert!(text.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{text:?}");
+        assert!(!text.contains("evil"), "{text:?}");
+        r.reason = "Nope, not\there".into();
+        let text = String::from_utf8(r.to_bytes()).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 403 Nope, not\there\r\n"),
+            "{text:?}"
+        );
+    }
 }
