@@ -40,7 +40,8 @@ struct Seen {
     refreshed: bool,
     stopped_on_401: Option<String>,
     connects: usize,
-    last_said: String,
+    /// The last event was the end of a connection.
+    just_closed: bool,
 }
 
 struct Narrator {
@@ -267,13 +268,15 @@ fn narrate(ev: &Event, n: &Narrator, seen: &Mutex<Seen>) {
             code,
             reason,
             open_for,
+            ..
         } => {
-            let code = code.map_or(0, |c| c.0);
+            let how = crate::output::close_text(code.map(|c| c.0), reason);
             n.say(&format!(
-                "client: the connection ended after {:.1} s: {reason}",
+                "client: the connection ended after {:.1} s: {how}",
                 open_for.as_secs_f64()
             ));
-            s.last_said = reason.clone();
+            let code = code.map_or(0, |c| c.0);
+            s.just_closed = true;
             if code == 1012 {
                 s.closed_1012 += 1;
             }
@@ -302,7 +305,8 @@ fn narrate(ev: &Event, n: &Narrator, seen: &Mutex<Seen>) {
                 DelaySource::Refresh => "at once, with a refreshed token",
                 _ => "backoff with jitter",
             };
-            if *reason != s.last_said {
+            // After a close, the line above already said why.
+            if !std::mem::take(&mut s.just_closed) {
                 n.say(&format!("client: {reason}"));
             }
             n.say(&format!(

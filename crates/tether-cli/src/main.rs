@@ -4,6 +4,7 @@ mod connect;
 mod demo;
 mod output;
 mod serve;
+mod signals;
 
 use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;
@@ -27,11 +28,17 @@ pub(crate) const EXIT_INTERRUPTED: u8 = 130;
     name = "tether",
     version,
     about = "A WebSocket client and server that stays connected, and says clearly when it cannot",
-    after_help = "Exit status: 0 after a normal close; 1 fatal error; 2 usage error; \
-3 the server refused the upgrade with an HTTP status; 4 --reconnect gave up; 130 interrupted."
+    after_help = "Exit status: 0 after a normal close (and after SIGTERM, which closes with 1001); \
+1 fatal error; 2 usage error or invalid input; 3 the server refused the upgrade with an HTTP \
+status; 4 --reconnect gave up; 130 interrupted (Ctrl-C, which closes with 1000).
+
+Diagnostics (standard error): -v the handshake (credentials redacted), keepalive pings and \
+their latency, reconnects; -vv also every frame's header (opcode, length, FIN, RSV, masked); \
+-vvv also the first 64 bytes of each payload, which may hold secrets. RUST_LOG overrides."
 )]
 struct Cli {
-    /// More diagnostics on standard error (-v: debug, -vv: trace). RUST_LOG overrides.
+    /// More diagnostics on standard error: -v the handshake, keepalive and
+    /// reconnects; -vv also frames; -vvv also payloads (see tether --help).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
     #[command(subcommand)]
@@ -48,6 +55,14 @@ enum Command {
     /// A scripted story of a connection that survives refusals, 503s,
     /// restarts, a dead peer and an expired token (about 30 s, loopback only).
     Demo(demo::DemoArgs),
+    /// Print a completion script for a shell, to source or install:
+    /// `tether completions bash > /etc/bash_completion.d/tether`,
+    /// `tether completions zsh > "${fpath[1]}/_tether"`,
+    /// `tether completions fish > ~/.config/fish/completions/tether.fish`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Limits shared by client and server.
@@ -109,19 +124,32 @@ pub(crate) fn socket_config(base: tether::WebSocketConfig, l: &Limits) -> tether
     c
 }
 
-fn init_tracing(verbose: u8) {
-    // Without -v the command's own output says what happens; -v adds the
-    // library's events.
-    let default = match verbose {
+/// The `tracing` filter for `-v` repeated `verbose` times. Frames are TRACE
+/// events of target `tether::frame`, payload excerpts of `tether::payload`
+/// (see `tether_proto`'s crate docs), so each level adds one thing.
+fn filter_for(verbose: u8) -> &'static str {
+    match verbose {
+        // The command's own output says what happens.
         0 => "off",
+        // The handshake, keepalive pings, reconnect decisions.
         1 => "debug",
+        // And every frame's header; payloads stay out.
+        2 => "debug,tether::frame=trace",
+        // And an excerpt of every payload.
         _ => "trace",
-    };
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = filter_for(verbose);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colours only on a terminal: a log file or journald gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
 }
 
@@ -157,5 +185,11 @@ async fn run() -> ExitCode {
         Command::Connect(args) => connect::run(*args).await,
         Command::Serve(args) => serve::run(args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "tether", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
     }
 }

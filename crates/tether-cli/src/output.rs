@@ -1,11 +1,16 @@
-//! What the command prints: human lines, or one JSON object per line
-//! (`--events json`), each with `"t"`, the seconds since start.
+//! What the command prints.
+//!
+//! Standard output carries the messages received (and, with `--events
+//! json`, every event), in one of four [`Format`]s; notes for people
+//! (connecting, closed, retrying) go to standard error, prefixed with `* `,
+//! so that `tether connect --raw URL | jq` reads data only.
 
 use base64::Engine;
 use serde_json::{json, Value};
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use tether::Message;
+use tether::{Initiator, Message};
 
 /// An error and its causes, `": "`-separated. A library error's `Display`
 /// shows one level (its cause is its `source()`), and a person needs all of
@@ -23,53 +28,121 @@ pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     line
 }
 
+/// A close code and reason in words, each said once:
+/// `1001 (going away): server shutting down`.
+pub(crate) fn close_text(code: Option<u16>, reason: &str) -> String {
+    match (code, reason.is_empty()) {
+        (Some(c), true) => tether::CloseCode(c).to_string(),
+        (Some(c), false) => format!("{}: {reason}", tether::CloseCode(c)),
+        (None, _) => reason.to_string(),
+    }
+}
+
+/// How messages and events are written on standard output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// `< received`, `> sent` (the default).
+    Human,
+    /// One JSON object per event (`--events json`), messages included.
+    Events,
+    /// The data of each message received, one per line (`--raw`).
+    Raw,
+    /// Each message received as one JSON value (`--jsonl`); indented with
+    /// `pretty`.
+    Jsonl { pretty: bool },
+}
+
+/// How binary data is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Binary {
+    Base64,
+    Hex,
+    /// The bytes unchanged, with no separator (`--raw --raw-bytes`).
+    Bytes,
+}
+
+impl Binary {
+    fn encode(self, b: &[u8]) -> String {
+        match self {
+            Binary::Hex => hex(b),
+            _ => base64::engine::general_purpose::STANDARD.encode(b),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Binary::Hex => "hex",
+            _ => "base64",
+        }
+    }
+}
+
+/// Lower-case hex, two digits a byte.
+pub(crate) fn hex(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        s.push_str(&format!("{x:02x}"));
+    }
+    s
+}
+
+/// A sent message longer than this is summed up in the human format: the
+/// terminal need not show a whole file back.
+const SHOWN_SENT: usize = 1024;
+
 /// Where events go and in which format.
 pub(crate) struct Out {
-    json: bool,
+    format: Format,
+    binary: Binary,
     start: Instant,
     /// Outgoing lines are echoed with `> ` only when standard input is not a
     /// terminal (a terminal already shows what was typed).
     echo_outgoing: bool,
+    /// The last note was the end of a connection: the retry that follows
+    /// need not say why again.
+    just_closed: AtomicBool,
 }
 
 impl Out {
-    pub(crate) fn new(json: bool, echo_outgoing: bool) -> Self {
+    pub(crate) fn new(format: Format, binary: Binary, echo_outgoing: bool) -> Self {
         Out {
-            json,
+            format,
+            binary,
             start: Instant::now(),
             echo_outgoing,
+            just_closed: AtomicBool::new(false),
         }
     }
 
+    /// `--events json`.
     pub(crate) fn is_json(&self) -> bool {
-        self.json
+        self.format == Format::Events
     }
 
-    fn emit(&self, mut v: Value) {
+    fn emit(&self, mut v: Value) -> std::io::Result<()> {
         v["t"] = json!((self.start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0);
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{v}");
-        let _ = out.flush();
+        write_out(format!("{v}\n").as_bytes())
     }
 
     /// A status line for people: standard error, prefixed with `* `.
     pub(crate) fn note(&self, text: &str) {
-        if !self.json {
+        if !self.is_json() {
             eprintln!("* {text}");
         }
     }
 
     pub(crate) fn connecting(&self, attempt: u32, url: &str) {
-        if self.json {
-            self.emit(json!({"event": "connecting", "attempt": attempt, "url": url}));
+        self.just_closed.store(false, Ordering::Relaxed);
+        if self.is_json() {
+            let _ = self.emit(json!({"event": "connecting", "attempt": attempt, "url": url}));
         } else {
             self.note(&format!("connecting to {url} (attempt {attempt})"));
         }
     }
 
     pub(crate) fn connected(&self, attempt: u32) {
-        if self.json {
-            self.emit(json!({"event": "connected", "attempt": attempt}));
+        if self.is_json() {
+            let _ = self.emit(json!({"event": "connected", "attempt": attempt}));
         } else {
             self.note(&format!("connected (attempt {attempt})"));
         }
@@ -83,74 +156,147 @@ impl Out {
         status: Option<u16>,
         source: &str,
     ) {
-        if self.json {
+        let after_close = self.just_closed.swap(false, Ordering::Relaxed);
+        if self.is_json() {
             let mut v = json!({"event": "retry", "attempt": attempt, "delay_s": delay.as_secs_f64(), "reason": reason, "source": source});
             if let Some(s) = status {
                 v["status"] = json!(s);
             }
-            self.emit(v);
+            let _ = self.emit(v);
         } else {
+            // After a close, its line already said why.
+            let why = if after_close {
+                String::new()
+            } else {
+                format!("{reason}; ")
+            };
             self.note(&format!(
-                "{reason}; waiting {:.1} s ({source}) before attempt {attempt}",
+                "{why}waiting {:.1} s ({source}) before attempt {attempt}",
                 delay.as_secs_f64()
             ));
         }
     }
 
-    pub(crate) fn message(&self, msg: &Message) {
-        match msg {
-            Message::Text(t) => {
-                if self.json {
-                    self.emit(json!({"event": "message", "kind": "text", "data": t.as_str()}));
-                } else {
-                    println!("< {t}");
-                }
+    /// A message received.
+    ///
+    /// # Errors
+    /// When standard output is gone (the reader of a pipe exited): the
+    /// caller ends the connection.
+    pub(crate) fn message(&self, msg: &Message) -> std::io::Result<()> {
+        let (text, bytes) = match msg {
+            Message::Text(t) => (Some(t.as_str()), &[][..]),
+            Message::Binary(b) => (None, &b[..]),
+            _ => return Ok(()),
+        };
+        match (self.format, text) {
+            (Format::Human, Some(t)) => write_out(format!("< {t}\n").as_bytes()),
+            (Format::Human, None) => write_out(
+                format!(
+                    "< (binary, {} bytes, {}) {}\n",
+                    bytes.len(),
+                    self.binary.name(),
+                    self.binary.encode(bytes)
+                )
+                .as_bytes(),
+            ),
+            (Format::Events, Some(t)) => {
+                self.emit(json!({"event": "message", "kind": "text", "data": t}))
             }
-            Message::Binary(b) => {
-                let data = base64::engine::general_purpose::STANDARD.encode(b);
-                if self.json {
-                    self.emit(json!({"event": "message", "kind": "binary", "data": data}));
+            (Format::Events, None) => self.emit(json!({"event": "message", "kind": "binary", "encoding": self.binary.name(), "data": self.binary.encode(bytes)})),
+            (Format::Raw, Some(t)) => write_out(format!("{t}\n").as_bytes()),
+            (Format::Raw, None) if self.binary == Binary::Bytes => write_out(bytes),
+            (Format::Raw, None) => write_out(format!("{}\n", self.binary.encode(bytes)).as_bytes()),
+            (Format::Jsonl { pretty }, _) => {
+                // A text message that is JSON is written as that value, on
+                // one line; any other message as a JSON string, so that
+                // every line parses.
+                let v = match text {
+                    Some(t) => serde_json::from_str::<Value>(t).unwrap_or_else(|_| Value::from(t)),
+                    None => Value::from(self.binary.encode(bytes)),
+                };
+                let line = if pretty {
+                    serde_json::to_string_pretty(&v)
                 } else {
-                    println!("< (binary, {} bytes, base64) {data}", b.len());
+                    serde_json::to_string(&v)
                 }
+                .unwrap_or_default();
+                write_out(format!("{line}\n").as_bytes())
             }
+        }
+    }
+
+    /// A message sent.
+    pub(crate) fn sent(&self, msg: &Message) {
+        let (kind, text, bytes) = match msg {
+            Message::Text(t) => ("text", Some(t.as_str()), &[][..]),
+            Message::Binary(b) => ("binary", None, &b[..]),
+            _ => return,
+        };
+        match self.format {
+            Format::Events => {
+                let mut v = json!({"event": "sent", "kind": kind});
+                match text {
+                    Some(t) => v["data"] = json!(t),
+                    None => {
+                        v["encoding"] = json!(self.binary.name());
+                        v["data"] = json!(self.binary.encode(bytes));
+                    }
+                }
+                let _ = self.emit(v);
+            }
+            Format::Human if self.echo_outgoing => {
+                let line = match text {
+                    Some(t) if t.len() <= SHOWN_SENT => format!("> {t}\n"),
+                    Some(t) => format!("> (text, {} bytes)\n", t.len()),
+                    None if bytes.len() <= SHOWN_SENT => format!(
+                        "> (binary, {} bytes, {}) {}\n",
+                        bytes.len(),
+                        self.binary.name(),
+                        self.binary.encode(bytes)
+                    ),
+                    None => format!("> (binary, {} bytes)\n", bytes.len()),
+                };
+                let _ = write_out(line.as_bytes());
+            }
+            // Raw and JSON lines carry what was received, nothing else.
             _ => {}
         }
     }
 
-    pub(crate) fn sent(&self, text: &str) {
-        if self.json {
-            self.emit(json!({"event": "sent", "kind": "text", "data": text}));
-        } else if self.echo_outgoing {
-            println!("> {text}");
-        }
-    }
-
-    pub(crate) fn closed(&self, code: Option<u16>, reason: &str) {
-        if self.json {
+    /// A connection ended: `code` and `reason` as received or sent,
+    /// `initiator` the end that sent the close frame (`None`: it dropped
+    /// without one).
+    pub(crate) fn closed(&self, code: Option<u16>, reason: &str, initiator: Option<Initiator>) {
+        self.just_closed.store(true, Ordering::Relaxed);
+        let by = match initiator {
+            Some(Initiator::Local) => Some("client"),
+            Some(Initiator::Remote) => Some("server"),
+            None => None,
+        };
+        if self.is_json() {
             let mut v = json!({"event": "closed", "reason": reason});
             if let Some(c) = code {
                 v["code"] = json!(c);
             }
-            self.emit(v);
-        } else {
-            match code {
-                Some(c) => self.note(&format!(
-                    "connection closed: {}{}",
-                    tether::CloseCode(c),
-                    if reason.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {reason}")
-                    }
-                )),
-                None => self.note(&format!("connection closed: {reason}")),
+            if let Some(b) = by {
+                v["by"] = json!(b);
             }
+            let _ = self.emit(v);
+        } else {
+            let by = match by {
+                Some("client") => " by this end",
+                Some(_) => " by the server",
+                None => "",
+            };
+            self.note(&format!(
+                "connection closed{by}: {}",
+                close_text(code, reason)
+            ));
         }
     }
 
     pub(crate) fn fatal(&self, reason: &str, status: Option<u16>, exhausted: bool) {
-        if self.json {
+        if self.is_json() {
             let mut v = json!({"event": "fatal", "reason": reason});
             if let Some(s) = status {
                 v["status"] = json!(s);
@@ -158,9 +304,34 @@ impl Out {
             if exhausted {
                 v["exhausted"] = json!(true);
             }
-            self.emit(v);
+            let _ = self.emit(v);
         } else {
             eprintln!("* stopped: {reason}");
         }
+    }
+}
+
+/// Writes `bytes` to standard output and flushes, so that a reader at the
+/// other end of a pipe (`jq`, `grep --line-buffered`) sees each message as it
+/// arrives. An error means standard output is gone.
+fn write_out(bytes: &[u8]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)?;
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_text_says_each_thing_once() {
+        assert_eq!(
+            close_text(Some(1001), "server shutting down"),
+            "1001 (going away): server shutting down"
+        );
+        assert_eq!(close_text(Some(1000), ""), "1000 (normal closure)");
+        assert_eq!(close_text(None, "dropped"), "dropped");
+        assert_eq!(hex(&[0, 0xab, 0x10]), "00ab10");
     }
 }

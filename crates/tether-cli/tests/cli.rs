@@ -2,15 +2,14 @@
 //! `--events json` against a scripted fault server for each classification
 //! row, exit statuses, redaction, and the demo.
 
-use serde_json::Value;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::process::{Child, ChildStdout, Command};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tether");
+mod support;
+
+use support::{cat, echo_server, tether, Run, FAST};
 
 /// What the fault server does with one connection.
 #[derive(Clone, Debug)]
@@ -111,75 +110,6 @@ async fn serve_ws(mut ws: tether::WebSocket<tokio::net::TcpStream>, step: Step) 
     }
 }
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn events(&self) -> Vec<Value> {
-        self.stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
-            .collect()
-    }
-
-    fn of(&self, name: &str) -> Vec<Value> {
-        self.events()
-            .into_iter()
-            .filter(|e| e["event"] == name)
-            .collect()
-    }
-}
-
-/// Runs `tether args...` with `input` on standard input; if `keep_open`,
-/// standard input stays open until the process exits.
-async fn tether(args: &[&str], input: &str, keep_open: bool) -> Run {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(input.as_bytes()).await.unwrap();
-    // Dropping standard input sends EOF; otherwise it stays open until the
-    // process exits.
-    let _keep = if keep_open {
-        Some(stdin)
-    } else {
-        drop(stdin);
-        None
-    };
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("tether finished in time")
-        .unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-const FAST: &[&str] = &[
-    "--reconnect",
-    "--backoff-initial",
-    "0.05",
-    "--backoff-min",
-    "0.05",
-    "--backoff-max",
-    "0.2",
-];
-
-/// `parts`, one after the other, as one argument list.
-fn cat<'a>(parts: &[&[&'a str]]) -> Vec<&'a str> {
-    parts.concat()
-}
-
 /// Runs `tether connect --events json`, the fast reconnect options
 /// ([`FAST`]), then `args`, with nothing on standard input (kept open if
 /// `keep_open`).
@@ -190,36 +120,6 @@ async fn connect_json(args: &[&str], keep_open: bool) -> Run {
         keep_open,
     )
     .await
-}
-
-/// A `tether serve --echo` process; killed when dropped.
-struct EchoServer {
-    /// The URL it printed (`listening on <url>`).
-    url: String,
-    _child: Child,
-    /// Its standard output, kept open while it runs.
-    _stdout: Lines<BufReader<ChildStdout>>,
-}
-
-/// Starts `tether serve --echo args... 127.0.0.1:0` and reads the URL it
-/// prints.
-async fn echo_server(args: &[&str]) -> EchoServer {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--echo"])
-        .args(args)
-        .arg("127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next_line().await.unwrap().unwrap();
-    let url = first.strip_prefix("listening on ").unwrap().to_string();
-    EchoServer {
-        url,
-        _child: child,
-        _stdout: lines,
-    }
 }
 
 #[tokio::test]
@@ -241,7 +141,12 @@ async fn piped_lines_become_messages_and_answers_are_printed() {
     assert_eq!(msgs[0]["kind"], "text");
     assert_eq!(msgs[0]["data"], "ping me");
     assert!(msgs[0]["t"].as_f64().is_some());
-    assert_eq!(json.of("closed")[0]["code"], 1000);
+    // The close this end started (end of input) is reported too.
+    let closed = json.of("closed");
+    assert_eq!(
+        (closed.len(), &closed[0]["code"], &closed[0]["by"]),
+        (1, &1000.into(), &"client".into())
+    );
 }
 
 #[tokio::test]

@@ -305,6 +305,7 @@ impl Connection {
             if self.current.is_none() {
                 match FrameHeader::decode(&self.read_buf) {
                     Ok(Some((header, hlen))) => {
+                        crate::trace::frame("recv", &header);
                         if let Err(e) = self.check_header(&header) {
                             return Err(self.fail_with(e));
                         }
@@ -353,6 +354,7 @@ impl Connection {
             }
             let cur = self.current.take().expect("current frame");
             let payload = self.read_buf.split_to(cur.len);
+            crate::trace::payload("recv", &payload);
             self.consumed += cur.len as u64;
             if cur.len > 4 * READ_CHUNK {
                 self.shrink_read_buf();
@@ -726,6 +728,8 @@ impl Connection {
             mask,
             len: data.len() as u64,
         };
+        crate::trace::frame("send", &header);
+        crate::trace::payload("send", data);
         let mut hb = [0u8; MAX_HEADER_LEN];
         let n = header.encode(&mut hb);
         match mask {

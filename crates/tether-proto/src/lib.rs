@@ -16,6 +16,15 @@
 //! server.send(Message::text("Hello")).unwrap();
 //! assert_eq!(server.buffered_amount(), 7);
 //! ```
+//!
+//! # Diagnostics
+//!
+//! A [`Connection`] emits a `tracing` event at TRACE for every frame it
+//! receives or queues: target `tether::frame` for the header (direction,
+//! opcode, length, FIN, RSV bits, masked), target `tether::payload` for an
+//! excerpt of the payload (the first 64 bytes), which may hold secrets and so
+//! is left out by a filter such as `tether::frame=trace`. Disabled, they cost
+//! a level check per frame.
 #![warn(missing_docs, unreachable_pub)]
 // The one unsafe operation is `str::from_utf8_unchecked` on text the
 // connection already validated: `Utf8Bytes::from_validated`, its caller in
@@ -34,6 +43,7 @@ pub mod mask;
 pub mod message;
 pub mod outgoing;
 pub mod redact;
+mod trace;
 pub mod utf8;
 
 #[cfg(test)]

@@ -177,6 +177,60 @@ async fn user_close_never_reconnects() {
     server.shutdown().await;
 }
 
+/// Every end of a connection is a `Closed` event, with the code once (not
+/// again in the reason) and who closed: the server's 1012, then the
+/// user's own close.
+#[tokio::test]
+async fn every_end_is_a_closed_event_the_users_close_included() {
+    use tether::reconnect::Event;
+    use tether::Initiator;
+    let addr = free_addr();
+    let (server, log) = logging_server(&addr, |conn, _| {
+        (conn == 1).then_some(CloseCode::SERVICE_RESTART)
+    })
+    .await;
+    let closed = Arc::new(Mutex::new(Vec::new()));
+    let c2 = closed.clone();
+    let policy = fast_policy().on_event(move |ev| {
+        if let Event::Closed {
+            code,
+            reason,
+            initiator,
+            ..
+        } = ev
+        {
+            c2.lock().unwrap().push((*code, reason.clone(), *initiator));
+        }
+    });
+    let mut session = ClientBuilder::new(format!("ws://{addr}/"))
+        .session(policy)
+        .start();
+    session.send(Message::text("one")).await.unwrap();
+    wait_for(|| log.lock().unwrap().len() == 1).await;
+    session.send(Message::text("two")).await.unwrap();
+    let echo = timeout(T, session.recv()).await.unwrap().unwrap();
+    assert_eq!(echo, Message::text("echo two"));
+    timeout(T, session.close(CloseCode::NORMAL, "bye"))
+        .await
+        .unwrap();
+    assert_eq!(
+        *closed.lock().unwrap(),
+        vec![
+            (
+                Some(CloseCode::SERVICE_RESTART),
+                "scripted".to_string(),
+                Some(Initiator::Remote)
+            ),
+            (
+                Some(CloseCode::NORMAL),
+                "bye".to_string(),
+                Some(Initiator::Local)
+            ),
+        ]
+    );
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn reconnect_now_cuts_a_long_wait_short() {
     let addr = free_addr();

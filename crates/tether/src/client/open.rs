@@ -269,6 +269,17 @@ impl ClientBuilder {
         // request back must not make our secrets appear there.
         let mut secrets = target.secrets.clone();
         secrets.add_headers(&request.headers, &self.sensitive);
+        // -v: the request as sent, credentials redacted (the URL's query,
+        // the default sensitive headers and the user's own).
+        tracing::debug!(
+            target: "tether::handshake",
+            host = %request.host,
+            resource = %tether_proto::redact::redact_url(&request.target),
+            origin = ?request.origin,
+            subprotocols = ?request.subprotocols,
+            headers = ?self.sensitive.show(&request.headers),
+            "upgrade request"
+        );
         let mut hs = ClientHandshake::new(&request, key);
         io.write_all(hs.request()).await.map_err(|e| {
             Error::io(ErrorKind::Connect, e)
@@ -290,11 +301,29 @@ impl ClientBuilder {
             } else {
                 hs.receive(&buf)
             };
-            match progress.map_err(|e| Error::from(e).redact_body(&secrets))? {
+            let progress = progress.map_err(|e| {
+                let e = Error::from(e).redact_body(&secrets);
+                if let Some(r) = e.response() {
+                    tracing::debug!(
+                        target: "tether::handshake",
+                        status = r.status,
+                        headers = ?self.sensitive.show(&r.headers),
+                        "upgrade refused"
+                    );
+                }
+                e
+            })?;
+            match progress {
                 Progress::NeedMore => continue,
                 Progress::Done(a) => break a,
             }
         };
+        tracing::debug!(
+            target: "tether::handshake",
+            status = accepted.response.status,
+            headers = ?self.sensitive.show(&accepted.response.headers),
+            "upgrade response"
+        );
         let mut conn = Connection::client(self.config.proto(), mask_source());
         conn.set_negotiated(accepted.negotiated);
         let mut ws =

@@ -40,12 +40,20 @@ pub(crate) fn parse_url(raw: &str) -> Result<Target> {
 pub(crate) fn parse_ws_url(raw: &str) -> Result<Target> {
     let invalid =
         |why: &str| Error::msg(ErrorKind::InvalidUrl, format!("invalid URL: {why}")).with_url(raw);
-    let url = url::Url::parse(raw).map_err(|e| invalid(&e.to_string()))?;
+    let hinted = |why: &str| match scheme_hint(raw) {
+        Some(h) => invalid(&format!("{why}; did you mean {h}?")),
+        None => invalid(why),
+    };
+    // "host:port" parses as a URL of scheme "host": say what is missing.
+    if !raw.contains("://") {
+        return Err(hinted("no ws:// or wss:// scheme"));
+    }
+    let url = url::Url::parse(raw).map_err(|e| hinted(&e.to_string()))?;
     let (tls, default_port) = match url.scheme() {
         "ws" => (false, 80),
         "wss" => (true, 443),
         other => {
-            return Err(invalid(&format!(
+            return Err(hinted(&format!(
                 "unsupported scheme {other:?}; use ws:// or wss://"
             )))
         }
@@ -101,6 +109,25 @@ pub(crate) fn parse_ws_url(raw: &str) -> Result<Target> {
         basic_auth,
         secrets,
     })
+}
+
+/// The URL the user probably meant, credentials redacted: `host:port/path`
+/// gets `ws://` (and a `/` when there is no path), `http://` becomes
+/// `ws://` and `https://` becomes `wss://`. `None` when no guess is better.
+pub(crate) fn scheme_hint(raw: &str) -> Option<String> {
+    let raw = raw.trim();
+    let guess = match raw.split_once("://") {
+        None if raw.is_empty() || raw.contains(char::is_whitespace) => return None,
+        None if raw.contains('/') => format!("ws://{raw}"),
+        None => format!("ws://{raw}/"),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => format!("ws://{rest}"),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => format!("wss://{rest}"),
+        Some(_) => return None,
+    };
+    url::Url::parse(&guess)
+        .ok()
+        .filter(|u| u.host().is_some())
+        .map(|_| tether_proto::redact::redact_url(&guess))
 }
 
 /// Resolves a Location against the current URL; maps http(s) to ws(s);
@@ -179,6 +206,33 @@ mod tests {
             assert_eq!(e.kind(), ErrorKind::Config, "{url}");
             assert!(e.to_string().contains("control character"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_url_without_a_ws_scheme_gets_a_hint() {
+        for (raw, hint) in [
+            ("127.0.0.1:9001", "did you mean ws://127.0.0.1:9001/?"),
+            (
+                "localhost:8080/feed?x=1",
+                "did you mean ws://localhost:8080/feed?x=1?",
+            ),
+            ("example.com", "did you mean ws://example.com/?"),
+            (
+                "http://example.com/chat",
+                "did you mean ws://example.com/chat?",
+            ),
+            (
+                "https://u:secret@example.com/",
+                "did you mean wss://u:<redacted>@example.com/?",
+            ),
+        ] {
+            let e = parse_url(raw).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidUrl, "{raw}");
+            assert!(e.to_string().contains(hint), "{raw}: {e}");
+            assert!(!e.to_string().contains("secret"), "{e}");
+        }
+        assert_eq!(scheme_hint("ftp://x/"), None);
+        assert_eq!(scheme_hint("not a url"), None);
     }
 
     #[test]

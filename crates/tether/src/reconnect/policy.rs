@@ -2,7 +2,7 @@
 //! failure into "wait this long" or "stop with this error".
 
 use super::{classify, Attempt, Backoff, Decision, Ended, Failure};
-use crate::error::{chain, Error, ErrorKind};
+use crate::error::{chain, Error, ErrorKind, Initiator};
 use rand::SeedableRng;
 use std::fmt;
 use std::sync::Arc;
@@ -60,12 +60,19 @@ pub enum Event {
         /// The attempt number.
         attempt: u32,
     },
-    /// An open connection ended.
+    /// An open connection ended: closed by the server, by this end (a
+    /// failure, a keepalive timeout, or [`Session::close`](super::Session::close)),
+    /// or dropped.
     Closed {
         /// Its close code (1005 without one, 1006 without a close frame).
         code: Option<CloseCode>,
-        /// The close reason or the error.
+        /// The close frame's reason (often empty); the error that ended the
+        /// connection, when one did; or, without either, a few words on how
+        /// it dropped. Never the code again: that is `code`.
         reason: String,
+        /// Who sent the close frame (or failed the connection); `None` when
+        /// it dropped without one.
+        initiator: Option<Initiator>,
         /// How long it was open.
         open_for: Duration,
     },
@@ -213,9 +220,10 @@ impl ReconnectPolicy {
             Event::Closed {
                 code,
                 reason,
+                initiator,
                 open_for,
             } => {
-                tracing::info!(code = code.map(|c| c.0), %reason, ?open_for, "connection ended")
+                tracing::info!(code = code.map(|c| c.0), %reason, ?initiator, ?open_for, "connection ended")
             }
             Event::Retry {
                 attempt,
@@ -357,16 +365,26 @@ impl Planner {
 
     /// An established connection ended as `ended` describes.
     pub(crate) fn ended(&mut self, ended: Ended) -> Plan {
+        // The event carries the code on its own; its reason is only what
+        // adds to it, so that "1001 (going away)" is said once.
+        let said = match (&ended.close, &ended.error) {
+            (_, Some(e)) => e.clone(),
+            (Some(f), None) => f.reason.as_str().to_string(),
+            (None, None) if ended.user_closed => "dropped by the application".to_string(),
+            (None, None) => "dropped without a close frame".to_string(),
+        };
+        self.policy.emit(&Event::Closed {
+            code: ended.close_code(),
+            reason: said,
+            initiator: ended.initiator,
+            open_for: ended.open_for,
+        });
+        // The retry that follows names the whole cause.
         let reason = match (&ended.close, &ended.error) {
             (_, Some(e)) => e.clone(),
             (Some(f), None) => format!("closed with {f}"),
             (None, None) => "dropped without a close frame".to_string(),
         };
-        self.policy.emit(&Event::Closed {
-            code: ended.close_code(),
-            reason: reason.clone(),
-            open_for: ended.open_for,
-        });
         // A connection that stayed up long enough resets the backoff, so the
         // next delay is the short random one; one that dropped quickly counts
         // as a failure (no hot loop). 1013 "try again later" never resets.

@@ -2,9 +2,9 @@
 
 use super::connections::ended_from;
 use super::policy::{Plan, Planner};
-use super::ReconnectPolicy;
+use super::{Event, ReconnectPolicy};
 use crate::client::ClientBuilder;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Initiator, Result};
 use crate::queue;
 use crate::socket::{EndInfo, WebSocket};
 use std::collections::VecDeque;
@@ -392,8 +392,21 @@ impl Driver {
         }
     }
 
+    /// The user closed the open connection: it ended too, so the policy's
+    /// observer hears of it like of any other end (the planner does not:
+    /// nothing follows).
+    fn closed_by_user(&self, code: CloseCode, reason: String, opened: Instant) {
+        self.planner.policy.emit(&Event::Closed {
+            code: Some(code),
+            reason,
+            initiator: Some(Initiator::Local),
+            open_for: opened.elapsed(),
+        });
+    }
+
     /// Runs an open connection until it ends or the user closes the session.
     async fn serve(&mut self, mut ws: WebSocket) -> RunEnd {
+        let opened = Instant::now();
         let _ = self.state.send(SessionState::Open { latency: None });
         let mut latency = None;
         // (end offset in the written byte stream, message) for messages
@@ -418,6 +431,7 @@ impl Driver {
                         _ = self.ctl.reconnect.notified() => {
                             if let Some((code, reason, done)) = self.close_requested() {
                                 let _ = ws.close(code, &reason).await;
+                                self.closed_by_user(code, reason, opened);
                                 let _ = self.state.send(SessionState::Stopped { error: None });
                                 let _ = done.send(());
                                 return RunEnd::UserClosed;
@@ -441,6 +455,7 @@ impl Driver {
             let Some(msg) = msg else {
                 // Every sender is gone: the Session was dropped.
                 let _ = ws.close(CloseCode::NORMAL, "").await;
+                self.closed_by_user(CloseCode::NORMAL, String::new(), opened);
                 return RunEnd::UserClosed;
             };
             match ws.send(msg.clone()).await {

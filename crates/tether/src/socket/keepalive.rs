@@ -81,6 +81,7 @@ impl Keepalive {
                 let _ = d.as_mut().poll(cx);
                 self.deadline = Some(d);
             }
+            tracing::debug!(target: "tether::keepalive", ping = self.counter, "keepalive ping");
             tick = Tick::Ping(Bytes::copy_from_slice(&self.counter.to_be_bytes()));
         }
         tick
@@ -91,7 +92,9 @@ impl Keepalive {
     pub(super) fn on_pong(&mut self, payload: &[u8]) {
         if let Some((n, at)) = self.awaiting {
             if payload == n.to_be_bytes() {
-                self.latency = Some(at.elapsed());
+                let latency = at.elapsed();
+                tracing::debug!(target: "tether::keepalive", ping = n, ?latency, "keepalive pong");
+                self.latency = Some(latency);
                 self.awaiting = None;
                 self.deadline = None;
             }

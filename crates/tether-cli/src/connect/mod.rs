@@ -1,22 +1,42 @@
-//! `tether connect`: the interactive (or scripted) client.
+//! `tether connect`: the interactive (or scripted, or daemon) client.
+//!
+//! - [`input`]: what is sent, and what standard input is;
+//! - [`once`]: one connection (without `--reconnect`);
+//! - [`session`]: a reconnecting session (`--reconnect`).
+//!
+//! # When input ends
+//!
+//! | input | at its end |
+//! |---|---|
+//! | a pipe, a socket, a non-empty file, `--file` (without `--reconnect`) | close with 1000, print what arrives until the server's close |
+//! | a terminal: Ctrl-D (without `--reconnect`) | the same |
+//! | with `--reconnect`, or `--one` | stop sending; the connection stays |
+//! | `/dev/null` or another non-terminal character device, an empty file, a closed descriptor | not read; the connection stays |
+//! | `--no-stdin` (`--listen`), `--echo` | not read; the connection stays |
+//! | `--close-on-eof` | close with 1000, whatever the input and options |
+//!
+//! A connection that stays ends when the server ends it (with `--reconnect`,
+//! a fatal ending), or on SIGINT (close 1000, exit 130) or SIGTERM (close
+//! 1001, exit 0).
 
-use crate::output::{chain, Out};
+mod input;
+mod once;
+mod session;
+
+use crate::output::{chain, Binary, Format, Out};
 use crate::{
-    parse_duration, socket_config, Limits, Secs, EXIT_ERROR, EXIT_EXHAUSTED, EXIT_HTTP,
-    EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,
+    parse_duration, socket_config, Limits, Secs, EXIT_ERROR, EXIT_EXHAUSTED, EXIT_HTTP, EXIT_USAGE,
 };
 use clap::{Args, ValueEnum};
-use std::io::IsTerminal;
+use input::{Encoding, Item, Stdin};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use tether::reconnect::{
-    classify, Backoff, Decision, Event, Failure, ReconnectPolicy, SessionState,
-};
-use tether::{ClientBuilder, CloseCode, Error, ErrorKind, Message};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tether::reconnect::{classify, Backoff, Decision, Event, Failure, ReconnectPolicy};
+use tether::{ClientBuilder, Error, ErrorKind};
+use tokio::sync::mpsc;
 
-/// The output format.
+/// The output format of `--events`.
 #[derive(Clone, Copy, ValueEnum)]
 pub(crate) enum EventsFormat {
     /// Lines for people (the default).
@@ -25,8 +45,33 @@ pub(crate) enum EventsFormat {
     Json,
 }
 
+/// Examples shown by `tether connect --help`.
+const EXAMPLES: &str = "\
+Examples:
+  Chat by hand (Ctrl-D closes, Ctrl-C quits):
+    tether connect ws://127.0.0.1:9001/
+  Send lines from a pipe, print the answers, close when the input ends:
+    printf 'hello\\nworld\\n' | tether connect ws://127.0.0.1:9001/
+  Read a feed with jq (message data only, one per line):
+    tether connect --raw --no-stdin wss://example.com/feed | jq .price
+  Every message as one JSON line, even when the server pretty-prints:
+    tether connect --jsonl --no-stdin wss://example.com/feed
+  Send a file as one binary message, print one reply, exit:
+    tether connect -1 --file image.png ws://127.0.0.1:9001/upload
+  Binary messages from hex or base64 lines (and binary replies shown so):
+    echo 'deadbeef' | tether connect --hex ws://127.0.0.1:9001/
+  Each line as a binary message, or the whole input as one:
+    tether connect --binary --whole ws://127.0.0.1:9001/ < request.bin
+  Request and reply (exit 0 with the reply, 1 if the connection ends first):
+    echo '{\"op\":\"ping\"}' | tether connect -1 ws://127.0.0.1:9001/
+  A daemon that stays connected and logs JSON events (stdin at /dev/null):
+    tether connect --reconnect --events json wss://example.com/feed < /dev/null
+  Frames, handshake and keepalive on standard error:
+    tether -vv connect ws://127.0.0.1:9001/";
+
 /// Options of `tether connect`.
 #[derive(Args)]
+#[command(after_help = EXAMPLES)]
 pub(crate) struct ConnectArgs {
     /// The server's URL, ws://[user:password@]host[:port]/path (or wss:// for TLS).
     url: String,
@@ -98,8 +143,121 @@ pub(crate) struct ConnectArgs {
     #[arg(long, value_delimiter = ',', requires = "reconnect")]
     fatal_status: Vec<u16>,
     /// Output format: human (default) or json (one event per line).
-    #[arg(long, value_enum, default_value = "human")]
+    #[arg(long, value_enum, default_value = "human", help_heading = "Output")]
     events: EventsFormat,
+    /// Print the data of each message received and nothing else, one per
+    /// line (binary as base64, or hex with --hex); notes go to standard
+    /// error.
+    #[arg(long, conflicts_with_all = ["jsonl", "events"], help_heading = "Output")]
+    raw: bool,
+    /// With --raw: write binary messages as their bytes, unchanged and with
+    /// no line break.
+    #[arg(
+        long,
+        requires = "raw",
+        conflicts_with = "hex",
+        help_heading = "Output"
+    )]
+    raw_bytes: bool,
+    /// Print each message received as one line of JSON: a text message that
+    /// is JSON as that value (compacted), any other as a JSON string (binary
+    /// in base64, or hex with --hex).
+    #[arg(long, conflicts_with = "events", help_heading = "Output")]
+    jsonl: bool,
+    /// With --jsonl: indent each value (for people; no longer one per line).
+    #[arg(long, requires = "jsonl", help_heading = "Output")]
+    pretty: bool,
+    /// Print one message received, close, and exit: 0 with the message, 1
+    /// when the connection ends first. Input is still sent; its end does not
+    /// close.
+    #[arg(short = '1', long, conflicts_with_all = ["reconnect", "echo", "close_on_eof"], help_heading = "Output")]
+    one: bool,
+    /// Send each line (or, with --whole, the whole input) as a binary
+    /// message instead of text.
+    #[arg(long, help_heading = "Input")]
+    binary: bool,
+    /// Send the whole input as one message, not one message a line.
+    #[arg(long, help_heading = "Input")]
+    whole: bool,
+    /// Input lines are base64: each is sent as the binary message it
+    /// encodes. Binary messages are shown in base64 (the default anyway).
+    #[arg(long, conflicts_with = "hex", help_heading = "Input")]
+    base64: bool,
+    /// Input lines are hex (white space ignored): each is sent as the binary
+    /// message it encodes. Binary messages received are shown in hex.
+    #[arg(long, help_heading = "Input")]
+    hex: bool,
+    /// Send this file as one message (binary, unless --text), instead of
+    /// reading standard input.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["binary", "whole", "base64", "hex"], help_heading = "Input")]
+    file: Option<std::path::PathBuf>,
+    /// With --file: send it as a text message (it must be UTF-8).
+    #[arg(long, requires = "file", help_heading = "Input")]
+    text: bool,
+    /// Do not read standard input: only listen.
+    #[arg(
+        long,
+        visible_alias = "listen",
+        conflicts_with = "close_on_eof",
+        help_heading = "Input"
+    )]
+    no_stdin: bool,
+    /// Close the connection (1000) when the input ends, even with
+    /// --reconnect or with standard input at /dev/null, as it does for
+    /// a connection without --reconnect.
+    #[arg(long, help_heading = "Input")]
+    close_on_eof: bool,
+}
+
+/// What the options decide about input and output, in one place.
+pub(crate) struct Plan {
+    /// What to send, if anything; `None`: nothing is read.
+    input: Option<mpsc::Receiver<Item>>,
+    /// The end of input closes the connection (1000).
+    close_on_eof: bool,
+    /// Print one message, then close and exit.
+    one: bool,
+    /// Echo every message back.
+    echo: bool,
+}
+
+impl Plan {
+    /// Reads the options; `Err` is a usage error (a `--file` that cannot be
+    /// read). Starts the reader of standard input when there is one.
+    fn new(args: &ConnectArgs, stdin: Stdin, out: &Out) -> Result<Plan, String> {
+        let file = match &args.file {
+            Some(path) => Some(input::read_file(path, args.text)?),
+            None => None,
+        };
+        let encoding = if args.hex {
+            Encoding::Hex
+        } else if args.base64 {
+            Encoding::Base64
+        } else if args.binary {
+            Encoding::Binary
+        } else {
+            Encoding::Text
+        };
+        let input = if let Some(msg) = file {
+            Some(input::one_message(msg))
+        } else if args.no_stdin || args.echo {
+            None
+        } else if stdin == Stdin::Nothing && !args.close_on_eof {
+            out.note("standard input has nothing to read (not a terminal, a pipe or a file with data): listening only");
+            None
+        } else {
+            Some(input::spawn_stdin(encoding, args.whole))
+        };
+        // The end of input closes only where it means "done": piped data or
+        // Ctrl-D, without --reconnect; or when asked to.
+        let close_on_eof = args.close_on_eof || !(args.reconnect || args.one);
+        Ok(Plan {
+            input,
+            close_on_eof,
+            one: args.one,
+            echo: args.echo,
+        })
+    }
 }
 
 fn usage(msg: String) -> ExitCode {
@@ -139,9 +297,23 @@ fn describe(e: &Error, credentials: &[String]) -> String {
 }
 
 pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
-    let json = matches!(args.events, EventsFormat::Json);
-    let stdin_tty = std::io::stdin().is_terminal();
-    let out = Arc::new(Out::new(json, !stdin_tty));
+    let format = match (args.events, args.raw, args.jsonl) {
+        (EventsFormat::Json, _, _) => Format::Events,
+        (_, true, _) => Format::Raw,
+        (_, _, true) => Format::Jsonl {
+            pretty: args.pretty,
+        },
+        _ => Format::Human,
+    };
+    let binary = if args.hex {
+        Binary::Hex
+    } else if args.raw_bytes {
+        Binary::Bytes
+    } else {
+        Binary::Base64
+    };
+    let stdin = Stdin::detect();
+    let out = Arc::new(Out::new(format, binary, stdin != Stdin::Terminal));
     let mut builder = ClientBuilder::new(args.url.clone())
         .open_timeout(args.open_timeout.0)
         .config(socket_config(
@@ -213,14 +385,30 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
         eprintln!("* WARNING: --insecure: the server's certificate is NOT verified (tests only)");
         builder = builder.danger_accept_invalid_certs(true);
     }
-    if args.reconnect {
-        let policy = match policy(&args, out.clone()) {
-            Ok(p) => p,
-            Err(e) => return usage(e),
+    let policy = match args.reconnect.then(|| policy(&args, out.clone())) {
+        Some(Err(e)) => return usage(e),
+        Some(Ok(p)) => Some(p),
+        None => None,
+    };
+    // After every check that can refuse the options: the reader of
+    // standard input starts here.
+    let plan = match Plan::new(&args, stdin, &out) {
+        Ok(p) => p,
+        Err(e) => return usage(e),
+    };
+    if stdin == Stdin::Terminal && plan.input.is_some() && !out.is_json() {
+        let eof = if plan.close_on_eof {
+            "Ctrl-D closes"
+        } else {
+            "Ctrl-D stops sending"
         };
-        run_session(builder, policy, &args, out, &credentials).await
-    } else {
-        run_once(builder, &args, out, &credentials).await
+        out.note(&format!(
+            "type messages and press Enter; {eof}, Ctrl-C quits"
+        ));
+    }
+    match policy {
+        Some(policy) => session::run(builder, policy, plan, out, &credentials).await,
+        None => once::run(builder, plan, out, &credentials).await,
     }
 }
 
@@ -266,133 +454,13 @@ fn policy(args: &ConnectArgs, out: Arc<Out>) -> Result<ReconnectPolicy, String> 
                 reason,
                 status,
             } => out.retry(*attempt, *delay, reason, *status, &source.to_string()),
-            Event::Closed { code, reason, .. } => out.closed(code.map(|c| c.0), reason),
+            Event::Closed {
+                code,
+                reason,
+                initiator,
+                ..
+            } => out.closed(code.map(|c| c.0), reason, *initiator),
             // The final error is reported by the caller, with more context.
             _ => {}
         }))
-}
-
-async fn run_once(
-    builder: ClientBuilder,
-    args: &ConnectArgs,
-    out: Arc<Out>,
-    credentials: &[String],
-) -> ExitCode {
-    let url = builder.url_redacted();
-    out.connecting(1, &url);
-    let mut ws = match builder.connect().await {
-        Ok(ws) => ws,
-        Err(e) => {
-            out.fatal(&describe(&e, credentials), e.status(), false);
-            return ExitCode::from(exit_for(&e));
-        }
-    };
-    out.connected(1);
-    if !args.echo && !out.is_json() && std::io::stdin().is_terminal() {
-        out.note("type messages and press Enter; Ctrl-D closes, Ctrl-C quits");
-    }
-    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
-    let mut stdin_open = !args.echo;
-    let mut close_code = None;
-    loop {
-        tokio::select! {
-            line = stdin.next_line(), if stdin_open => match line {
-                Ok(Some(line)) => {
-                    if let Err(e) = ws.send(Message::text(line.as_str())).await {
-                        out.fatal(&chain(&e), None, false);
-                        return ExitCode::from(EXIT_ERROR);
-                    }
-                    out.sent(&line);
-                }
-                _ => {
-                    // End of input: close normally, keep printing what
-                    // arrives until the server answers the close.
-                    stdin_open = false;
-                    let _ = ws.send(Message::Close(Some(tether::CloseFrame::new(CloseCode::NORMAL, "")))).await;
-                }
-            },
-            msg = ws.recv() => match msg {
-                Some(Ok(Message::Close(frame))) => {
-                    close_code = Some(frame.as_ref().map_or(1005, |f| f.code.0));
-                    out.closed(close_code, frame.as_ref().map_or("", |f| f.reason.as_str()));
-                }
-                Some(Ok(m)) if m.is_data() => {
-                    out.message(&m);
-                    if args.echo && ws.send(m).await.is_err() {
-                        break;
-                    }
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    out.fatal(&chain(&e), None, false);
-                    return ExitCode::from(EXIT_ERROR);
-                }
-                None => break,
-            },
-            _ = tokio::signal::ctrl_c() => return ExitCode::from(EXIT_INTERRUPTED),
-        }
-    }
-    match close_code {
-        Some(1000 | 1001 | 1005) | None => ExitCode::from(EXIT_OK),
-        Some(_) => ExitCode::from(EXIT_ERROR),
-    }
-}
-
-async fn run_session(
-    builder: ClientBuilder,
-    policy: ReconnectPolicy,
-    args: &ConnectArgs,
-    out: Arc<Out>,
-    credentials: &[String],
-) -> ExitCode {
-    let mut session = builder.session(policy).start();
-    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
-    let stdin_open = !args.echo;
-    loop {
-        tokio::select! {
-            line = stdin.next_line(), if stdin_open => match line {
-                Ok(Some(line)) => {
-                    if session.send(Message::text(line.as_str())).await.is_ok() {
-                        out.sent(&line);
-                    }
-                }
-                _ => {
-                    // End of input: let the queued lines go out once
-                    // connected, then close normally. If the session stops
-                    // first, report why.
-                    let mut watch = session.watch();
-                    let _ = watch
-                        .wait_for(|s| matches!(s, SessionState::Open { .. } | SessionState::Stopped { .. }))
-                        .await;
-                    if let SessionState::Stopped { error: Some(e) } = session.state() {
-                        out.fatal(&describe(&e, credentials), e.status(), e.kind() == ErrorKind::Exhausted);
-                        return ExitCode::from(exit_for(&e));
-                    }
-                    let left = session.close(CloseCode::NORMAL, "").await;
-                    if !left.is_empty() {
-                        out.note(&format!("{} message(s) were never delivered", left.len()));
-                    }
-                    return ExitCode::from(EXIT_OK);
-                }
-            },
-            msg = session.recv() => match msg {
-                Some(m) => {
-                    out.message(&m);
-                    if args.echo {
-                        let _ = session.send(m).await;
-                    }
-                }
-                None => {
-                    return match session.state() {
-                        SessionState::Stopped { error: Some(e) } => {
-                            out.fatal(&describe(&e, credentials), e.status(), e.kind() == ErrorKind::Exhausted);
-                            ExitCode::from(exit_for(&e))
-                        }
-                        _ => ExitCode::from(EXIT_OK),
-                    };
-                }
-            },
-            _ = tokio::signal::ctrl_c() => return ExitCode::from(EXIT_INTERRUPTED),
-        }
-    }
 }
