@@ -171,3 +171,9 @@ pub struct GuidePythonWebsockets;
 #[cfg(doctest)]
 #[doc = include_str!("../../../docs/coming-from-tokio-tungstenite.md")]
 pub struct GuideTokioTungstenite;
+
+/// The guide for users of axum's `ws`, compiled as doc tests (feature
+/// `axum`).
+#[cfg(all(doctest, feature = "axum"))]
+#[doc = include_str!("../../../docs/coming-from-axum-ws.md")]
+pub struct GuideAxumWs;

@@ -206,9 +206,10 @@ impl WebSocketUpgrade {
     /// The socket's [`WebSocket::subprotocol`](crate::WebSocket::subprotocol) and [`WebSocket::compression`](crate::WebSocket::compression)
     /// tell what was agreed.
     ///
-    /// Returns a refusal instead (with the status of [`UpgradeRejection`])
-    /// only if the request, checked when extracted, fails the negotiation,
-    /// which tether's checks do not let happen today.
+    /// The builder's `select_subprotocol` and `process_response` hooks run
+    /// here as in tether's own server. Returns a refusal instead (with the
+    /// status of [`UpgradeRejection`]) when the negotiation fails: a hook
+    /// that answered with another status, or made a mistake (500).
     pub fn on_upgrade<C, Fut>(self, callback: C) -> Response
     where
         C: FnOnce(UpgradedWebSocket) -> Fut + Send + 'static,
