@@ -512,9 +512,11 @@ mod tests {
 
     #[test]
     fn a_connection_that_fragments_encodes_the_message_itself() {
-        let mut cfg = ConnectionConfig::default();
-        cfg.max_send_frame_size = 100;
-        cfg.compression = Some(DeflateConfig::default());
+        let cfg = ConnectionConfig {
+            max_send_frame_size: 100,
+            compression: Some(DeflateConfig::default()),
+            ..ConnectionConfig::default()
+        };
         let mut s = Connection::server(cfg);
         let msg = Message::binary(vec![3u8; 250]);
         let p = PreparedMessage::new(msg.clone()).unwrap();
@@ -526,8 +528,10 @@ mod tests {
 
     #[test]
     fn prepared_frames_fall_between_whole_messages() {
-        let mut cfg = ConnectionConfig::default();
-        cfg.max_send_frame_size = 4;
+        let cfg = ConnectionConfig {
+            max_send_frame_size: 4,
+            ..ConnectionConfig::default()
+        };
         let mut s = Connection::server(cfg);
         let p = PreparedMessage::new(Message::text("tick")).unwrap();
         s.send(Message::text("fragmented message")).unwrap();
