@@ -43,6 +43,7 @@
 
 mod client;
 mod error;
+pub mod hub;
 pub mod proxy;
 mod queue;
 pub mod reconnect;
