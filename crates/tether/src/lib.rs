@@ -6,7 +6,10 @@
 //! - [`connect`] / [`ClientBuilder`] open a client connection;
 //! - [`serve`] / [`ServerBuilder`] / [`accept`] accept connections;
 //! - [`WebSocket`] is a `Stream` of [`Message`]s and a `Sink` of them, with
-//!   `recv`, `send`, `ping`, `close`, and `split` into a reader and a writer;
+//!   `recv`, `send`, `ping`, `close`, and `split` into a reader and a writer
+//!   (the [`WsWriter`] is `Clone`: one per sending task);
+//! - [`hub::Hub`] sends one message to many server connections (fan-out),
+//!   framed once, with a bounded queue per connection;
 //! - `wss://` and TLS servers (feature `tls`, on by default; rustls with
 //!   `ring`): `ClientBuilder::add_root_certificate_pem_file`,
 //!   `ClientBuilder::danger_accept_invalid_certs` (tests only),

@@ -201,7 +201,7 @@ struct Control {
 ///         for i in 0..10 {
 ///             tx.send(Message::text(format!("{task}:{i}"))).await?;
 ///         }
-///         tether::Result::Ok(())
+///         Ok::<(), tether::Error>(())
 ///     });
 /// }
 /// while let Some(msg) = session.next().await {

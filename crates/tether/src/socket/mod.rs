@@ -4,12 +4,15 @@
 //! - `driver.rs`: the only place that moves bytes between a transport and
 //!   the core, and the one wait point where the timers run;
 //! - `keepalive.rs`: the keepalive rule;
-//! - `split.rs`: the reader and writer halves;
+//! - `split.rs`: the reader and the (cloneable) writer halves, and the
+//!   socket side of fan-out;
 //! - `config.rs`: the settings.
 //!
 //! Writes are coalesced: a message sent while more input is already buffered
 //! is written together with the following ones, at the latest when `recv`
-//! next waits for input or the buffer passes `write_buffer_limit`.
+//! next waits for input or the buffer passes `write_buffer_limit`. On a
+//! split socket, messages sent while the reader waits in `recv` are written
+//! by the reader, together.
 
 mod config;
 mod driver;

@@ -207,7 +207,7 @@ pub struct WsReader<S = crate::MaybeTlsStream> {
 ///         for i in 0..10 {
 ///             writer.send(Message::text(format!("{task}:{i}"))).await?;
 ///         }
-///         tether::Result::Ok(())
+///         Ok::<(), tether::Error>(())
 ///     });
 /// }
 /// while let Some(msg) = reader.recv().await {
