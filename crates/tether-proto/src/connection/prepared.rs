@@ -223,7 +223,9 @@ impl Connection {
     /// Queues a prepared message, unless that would take the unsent bytes
     /// ([`Connection::buffered_amount`]) past `max_buffered`: then nothing
     /// is queued and [`Queued::OverLimit`] says so (a fan-out server closes
-    /// such a slow peer rather than let its queue grow).
+    /// such a slow peer rather than let its queue grow). With nothing
+    /// unsent, the message is always queued: otherwise a message larger
+    /// than the limit could reach no connection.
     ///
     /// Messages are queued whole, so the prepared frame never lands between
     /// the fragments of another message (RFC 6455 §5.4). What is queued is
@@ -252,7 +254,10 @@ impl Connection {
         let len = msg.message().len();
         let fragment = self.config.max_send_frame_size;
         let threshold = self.config.compression.map_or(0, |c| c.threshold);
-        let room = max_buffered.saturating_sub(self.out.len());
+        let room = match self.out.len() {
+            0 => usize::MAX,
+            queued => max_buffered.saturating_sub(queued),
+        };
         let compress = self.deflater.as_ref().filter(|_| len >= threshold);
         match compress.map(|d| d.stateless_settings()) {
             None if len <= fragment => {
@@ -444,6 +449,20 @@ mod tests {
     }
 
     #[test]
+    fn a_message_over_the_limit_is_queued_on_an_empty_queue() {
+        let p = PreparedMessage::new(Message::binary(vec![1u8; 1000])).unwrap();
+        let mut s = server();
+        assert_eq!(
+            s.send_prepared(&p, 100).unwrap(),
+            Queued::Shared { bytes: 1004 }
+        );
+        assert_eq!(
+            s.send_prepared(&p, 100).unwrap(),
+            Queued::OverLimit { bytes: 1004 }
+        );
+    }
+
+    #[test]
     fn without_context_takeover_one_compression_serves_every_connection() {
         let p = PreparedMessage::new(json(1)).unwrap();
         let mut a = deflate_server(true, 12);
@@ -490,12 +509,18 @@ mod tests {
         let p = PreparedMessage::new(json(1)).unwrap();
         // The bound of an uncompressed message does not fit: refused
         // without compressing.
+        s.send(Message::text("first")).unwrap();
+        assert_eq!(received(&mut s, &mut c), vec![Message::text("first")]);
+        s.send(Message::binary(vec![0u8; 10])).unwrap();
         let q = s.send_prepared(&p, 100).unwrap();
         assert!(matches!(q, Queued::OverLimit { bytes } if bytes > json(1).len()));
-        assert_eq!(s.buffered_amount(), 0);
+        assert_eq!(s.buffered_amount(), 12, "only the binary message");
         // The context is as before: the next message decodes.
         s.send_prepared(&p, usize::MAX).unwrap();
-        assert_eq!(received(&mut s, &mut c), vec![json(1)]);
+        assert_eq!(
+            received(&mut s, &mut c),
+            vec![Message::binary(vec![0u8; 10]), json(1)]
+        );
     }
 
     #[test]

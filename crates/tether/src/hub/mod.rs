@@ -159,7 +159,8 @@ impl HubBuilder {
     /// The most bytes a member's connection may hold unsent (the frames of
     /// broadcasts, and anything else queued on it); default 1 MiB. A
     /// broadcast that would take a member past it closes that member with
-    /// 1013 instead.
+    /// 1013 instead. A member with nothing unsent takes any message, even
+    /// one larger than the limit.
     pub fn max_queue_bytes(mut self, n: usize) -> Self {
         self.max_queue_bytes = n;
         self

@@ -143,3 +143,16 @@ async fn members_read_as_a_stream_still_receive_every_broadcast() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_message_larger_than_the_limit_reaches_members_with_nothing_unsent() {
+    let hub = Hub::builder().max_queue_bytes(100).build();
+    let (server, mut client) = pair(64 << 10);
+    join_and_read(&hub, server);
+    tokio::task::yield_now().await;
+    let big = Message::binary(vec![9u8; 1000]);
+    let r = hub.broadcast(big.clone()).unwrap();
+    assert_eq!((r.delivered, r.closed_slow.len()), (1, 0));
+    let m = timeout(T, client.recv()).await.unwrap().unwrap().unwrap();
+    assert_eq!(m, big);
+}
