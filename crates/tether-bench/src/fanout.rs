@@ -32,6 +32,7 @@ use futures_util::{future, stream, StreamExt, TryStreamExt};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -586,4 +587,41 @@ pub(crate) fn run_all(cells: &[FanCell], timing: Timing, reps: usize) -> String 
         }
     }
     out
+}
+
+/// The `--fanout` run: the cells whose label contains `only` (all by
+/// default), with `conns` connections each if given; the report goes to
+/// stdout and to `out` (default `target/bench-fanout.md`).
+pub(crate) fn main(
+    only: Option<&str>,
+    conns: Option<usize>,
+    timing: Timing,
+    reps: usize,
+    out: Option<PathBuf>,
+    versions: &str,
+) {
+    let cells: Vec<FanCell> = CELLS
+        .iter()
+        .map(|c| FanCell {
+            conns: conns.unwrap_or(c.conns),
+            ..*c
+        })
+        .filter(|c| only.is_none_or(|f| c.label().contains(f)))
+        .collect();
+    let doc = format!(
+        "# tether fan-out benchmark\n\nVersions: {versions}. Peers: {}.\n\n{}",
+        crate::peers::versions(),
+        run_all(&cells, timing, reps)
+    );
+    print!("{doc}");
+    let out = out.unwrap_or_else(|| {
+        PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../target/bench-fanout.md"
+        ))
+    });
+    match std::fs::write(&out, &doc) {
+        Ok(()) => eprintln!("wrote {}", out.display()),
+        Err(e) => eprintln!("could not write {}: {e}", out.display()),
+    }
 }

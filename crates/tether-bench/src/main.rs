@@ -342,31 +342,15 @@ fn main() {
         measure: Duration::from_secs_f64(args.duration.unwrap_or(measure)),
     };
     if args.fanout || args.side == "fanout" {
-        let cells: Vec<fanout::FanCell> = fanout::CELLS
-            .iter()
-            .map(|c| fanout::FanCell {
-                conns: args.fanout_conns.unwrap_or(c.conns),
-                ..*c
-            })
-            .filter(|c| args.cells.as_deref().is_none_or(|f| c.label().contains(f)))
-            .collect();
-        let doc = format!(
-            "# tether fan-out benchmark\n\nVersions: {}. Peers: {}.\n\n{}",
-            versions(),
-            peers::versions(),
-            fanout::run_all(&cells, timing, reps)
+        let only = args.cells.as_deref();
+        fanout::main(
+            only,
+            args.fanout_conns,
+            timing,
+            reps,
+            args.out.clone(),
+            &versions(),
         );
-        print!("{doc}");
-        let out = args.out.clone().unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../target/bench-fanout.md"
-            ))
-        });
-        match std::fs::write(&out, &doc) {
-            Ok(()) => eprintln!("wrote {}", out.display()),
-            Err(e) => eprintln!("could not write {}: {e}", out.display()),
-        }
         return;
     }
     let idle_only = args.idle || args.side == "idle";
