@@ -74,7 +74,7 @@ fn tether_split(addr: SocketAddr, job: Arc<Job>, tally: Arc<Tally>) -> ConnFutur
             .await
             .map_err(|e| e.to_string())?;
         tally.ready();
-        let (mut reader, mut writer) = ws.split();
+        let (mut reader, writer) = ws.split();
         let (credit_tx, mut credit_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let msg = tether::Message::binary(job.payload.clone());
         let inflight = job.inflight;

@@ -397,7 +397,7 @@ pub(crate) enum Running {
 }
 
 /// Starts `server` on CPU 0; returns where it listens.
-fn start(server: Server) -> Result<(SocketAddr, Running), String> {
+pub(crate) fn start(server: Server) -> Result<(SocketAddr, Running), String> {
     match server {
         Server::Local(f) => start_thread(f),
         Server::External(f) => start_process(f()?),

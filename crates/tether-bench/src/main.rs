@@ -19,12 +19,19 @@
 //! - Idle memory: each server alone in a child process, the server's RSS
 //!   growth per upgraded connection left idle (see [`idle`]).
 //!
+//! - Fan-out (`--fanout`, a separate run): one message to 1,000
+//!   connections, deliveries per second, tether's `Hub` against
+//!   tokio-tungstenite's chat-server idiom and Python websockets'
+//!   `broadcast()` (see [`fanout`]).
+//!
 //! Run: `cargo run --release -p tether-bench -- [--quick]` (`--idle` for the
-//! idle-memory cells only). The tables go to stdout and to
-//! `target/bench-results.md`.
+//! idle-memory cells only, `--fanout` for the fan-out cells only). The
+//! tables go to stdout and to `target/bench-results.md`
+//! (`target/bench-fanout.md` for `--fanout`).
 
 mod clients;
 mod deflate;
+mod fanout;
 mod harness;
 mod idle;
 mod peers;
@@ -64,6 +71,13 @@ struct Args {
     /// (default 10000; 2000 with --quick).
     #[arg(long)]
     idle_conns: Option<usize>,
+    /// Only the fan-out cells: one message to 1,000 connections, tether's
+    /// Hub against tokio-tungstenite and Python websockets' broadcast().
+    #[arg(long)]
+    fanout: bool,
+    /// Connections in each fan-out cell (default 1000).
+    #[arg(long)]
+    fanout_conns: Option<usize>,
     /// Internal: serve this library's echo handler in this process (the
     /// server of an idle-memory cell).
     #[arg(long, hide = true, value_name = "LABEL")]
@@ -327,6 +341,18 @@ fn main() {
         warmup: Duration::from_secs_f64(args.warmup.unwrap_or(warmup)),
         measure: Duration::from_secs_f64(args.duration.unwrap_or(measure)),
     };
+    if args.fanout || args.side == "fanout" {
+        let only = args.cells.as_deref();
+        fanout::main(
+            only,
+            args.fanout_conns,
+            timing,
+            reps,
+            args.out.clone(),
+            &versions(),
+        );
+        return;
+    }
     let idle_only = args.idle || args.side == "idle";
     let do_server = !idle_only && args.side != "client";
     let do_client = !idle_only && args.side != "server";

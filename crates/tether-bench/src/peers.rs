@@ -43,6 +43,14 @@ pub(crate) fn python() -> Result<Command, String> {
     Ok(cmd)
 }
 
+/// Python websockets' `broadcast()` relaying every message to every
+/// connection (the fan-out cells), one asyncio process.
+pub(crate) fn python_fanout() -> Result<Command, String> {
+    let mut cmd = Command::new(python_bin()?);
+    cmd.arg(format!("{SCRIPTS}/fanout_server.py"));
+    Ok(cmd)
+}
+
 /// Node ws, `perMessageDeflate: true` (its defaults), one process (zlib
 /// work runs on libuv's worker threads, pinned to the same CPU).
 pub(crate) fn node() -> Result<Command, String> {

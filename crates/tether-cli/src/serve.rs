@@ -5,10 +5,10 @@ use crate::{socket_config, Limits, EXIT_ERROR, EXIT_USAGE};
 use clap::Args;
 use std::collections::HashMap;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tether::{CloseCode, Message, ServerBuilder, WebSocket};
-use tokio::sync::{mpsc, Notify};
+use tether::hub::{Hub, MemberId};
+use tether::{ServerBuilder, WebSocket};
 
 /// Options of `tether serve`.
 #[derive(Args)]
@@ -36,35 +36,12 @@ pub(crate) struct ServeArgs {
     limits: Limits,
 }
 
-type Peers = Arc<Mutex<HashMap<u64, Peer>>>;
-
-/// A broadcast peer: its queue, and the bytes in it.
+/// The broadcast hub, and the connection number of each member (the
+/// numbers this command prints).
 #[derive(Clone)]
-struct Peer {
-    tx: mpsc::UnboundedSender<Message>,
-    queued: Arc<AtomicUsize>,
-    /// Set once the peer fell too far behind; its writer closes it.
-    too_slow: Arc<AtomicBool>,
-    kick: Arc<Notify>,
-}
-
-impl Peer {
-    /// Queues `m` unless that would take the peer past `max` bytes: then
-    /// the peer is marked too slow (once) and its writer closes it.
-    fn offer(&self, m: &Message, max: usize) -> bool {
-        if self.too_slow.load(Ordering::Relaxed) {
-            return false;
-        }
-        let n = m.len();
-        if self.queued.fetch_add(n, Ordering::AcqRel) + n > max {
-            self.queued.fetch_sub(n, Ordering::AcqRel);
-            if !self.too_slow.swap(true, Ordering::AcqRel) {
-                self.kick.notify_one();
-            }
-            return false;
-        }
-        self.tx.send(m.clone()).is_ok()
-    }
+struct Broadcast {
+    hub: Hub,
+    numbers: Arc<Mutex<HashMap<MemberId, u64>>>,
 }
 
 pub(crate) async fn run(args: ServeArgs) -> ExitCode {
@@ -86,13 +63,14 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
         };
     }
     let scheme = if args.tls_cert.is_some() { "wss" } else { "ws" };
-    let peers: Peers = Arc::default();
     let ids = Arc::new(AtomicU64::new(0));
-    let broadcast = args.broadcast;
-    let max_queue = args.max_queue_bytes;
+    let broadcast = args.broadcast.then(|| Broadcast {
+        hub: Hub::builder().max_queue_bytes(args.max_queue_bytes).build(),
+        numbers: Arc::default(),
+    });
     let server = builder
         .serve(args.addr.as_str(), move |ws: WebSocket| {
-            let peers = peers.clone();
+            let broadcast = broadcast.clone();
             let id = ids.fetch_add(1, Ordering::Relaxed);
             async move {
                 let peer = ws.get_ref().tcp().peer_addr().ok();
@@ -101,10 +79,9 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
                     "* connection {id} from {}",
                     peer.map_or("?".into(), |p| p.to_string())
                 );
-                if broadcast {
-                    broadcast_peer(ws, id, peers, max_queue).await;
-                } else {
-                    echo(ws).await;
+                match broadcast {
+                    Some(b) => broadcast_peer(ws, id, b).await,
+                    None => echo(ws).await,
                 }
                 eprintln!("* connection {id} closed");
             }
@@ -144,68 +121,39 @@ async fn echo(mut ws: WebSocket) {
     let _ = ws.flush().await;
 }
 
-/// Relays every data message of this peer to all peers (itself included).
+/// Relays every data message of this peer to all peers (itself included),
+/// through the library's [`Hub`].
 ///
 /// What one peer can make the server hold is bounded by bytes: each peer's
-/// queue holds at most `max_queue` bytes. A peer that falls that far behind
-/// (it stopped reading, or reads slower than the others publish) is closed
-/// with 1013 "try again later" rather than slowing the others or silently
-/// losing messages: the client learns that it missed messages, and a
-/// reconnecting client (tether's retries 1013 with backoff) comes back.
-async fn broadcast_peer(ws: WebSocket, id: u64, peers: Peers, max_queue: usize) {
-    let (mut rx, mut tx) = ws.split();
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
-    let me = Peer {
-        tx: out_tx,
-        queued: Arc::default(),
-        too_slow: Arc::default(),
-        kick: Arc::default(),
-    };
-    peers
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(id, me.clone());
-    let writer = tokio::spawn(async move {
-        loop {
-            let m = tokio::select! {
-                biased;
-                _ = me.kick.notified() => break,
-                m = out_rx.recv() => match m { Some(m) => m, None => return },
-            };
-            let n = m.len();
-            tokio::select! {
-                biased;
-                _ = me.kick.notified() => break,
-                r = tx.send(m) => if r.is_err() { return },
-            }
-            me.queued.fetch_sub(n, Ordering::AcqRel);
-        }
-        // Too slow: drop its backlog now, and close (the close timeout
-        // bounds the wait for a peer that does not read at all).
-        drop(out_rx);
-        tracing::warn!(peer = id, max_queue, "peer too slow: closing it with 1013");
-        eprintln!("* connection {id} too slow (over {max_queue} bytes queued): closing with 1013");
-        let _ = tx
-            .close(
-                CloseCode::TRY_AGAIN_LATER,
-                "too slow: messages came faster than it read",
-            )
-            .await;
-    });
-    while let Some(Ok(m)) = rx.recv().await {
+/// queue (its connection's unsent bytes) holds at most `--max-queue-bytes`.
+/// A peer that falls that far behind (it stopped reading, or reads slower
+/// than the others publish) is closed with 1013 "try again later" rather
+/// than slowing the others or silently losing messages: the client learns
+/// that it missed messages, and a reconnecting client (tether's retries
+/// 1013 with backoff) comes back.
+async fn broadcast_peer(ws: WebSocket, id: u64, b: Broadcast) {
+    let mut member = b.hub.join(ws);
+    lock(&b.numbers).insert(member.id(), id);
+    while let Some(Ok(m)) = member.recv().await {
         if !m.is_data() {
             continue;
         }
-        let targets: Vec<(u64, Peer)> = peers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(k, v)| (*k, v.clone()))
-            .collect();
-        for (_, peer) in targets {
-            peer.offer(&m, max_queue);
+        let Ok(report) = b.hub.broadcast(m) else {
+            continue;
+        };
+        for slow in report.closed_slow {
+            let n = lock(&b.numbers).get(&slow).copied();
+            let max_queue = b.hub.max_queue_bytes();
+            tracing::warn!(peer = n, max_queue, "peer too slow: closing it with 1013");
+            eprintln!(
+                "* connection {} too slow (over {max_queue} bytes queued): closing with 1013",
+                n.map_or("?".into(), |n| n.to_string())
+            );
         }
     }
-    peers.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-    writer.abort();
+    lock(&b.numbers).remove(&member.id());
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

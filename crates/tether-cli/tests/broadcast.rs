@@ -88,7 +88,7 @@ async fn slow_broadcast_peer_is_closed_and_memory_stays_bounded() {
         .connect()
         .await
         .unwrap();
-    let (mut reader, mut writer) = ws.split();
+    let (mut reader, writer) = ws.split();
     let received = Arc::new(AtomicUsize::new(0));
     let got = received.clone();
     let reading = tokio::spawn(async move {

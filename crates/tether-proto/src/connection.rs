@@ -5,12 +5,15 @@
 //!    [`Connection::receive`]), and calls [`Connection::receive_eof`] at EOF;
 //! 2. calls [`Connection::next_event`] until it returns `Ok(None)`, which
 //!    means more bytes are needed;
-//! 3. queues messages with [`Connection::send`] and friends;
+//! 3. queues messages with [`Connection::send`] and friends (a message
+//!    framed once for many connections: [`Connection::send_prepared`]);
 //! 4. writes out [`Connection::transmit`] whenever it is not empty;
 //! 5. closes the transport when [`Connection::should_close_transport`] says so.
 //!
 //! Errors are sticky: once `next_event` fails, the close frame with the right
 //! code is already queued, and every later call returns the same error.
+
+pub mod prepared;
 
 use crate::close::{CloseCode, CloseFrame, MAX_REASON_LEN};
 use crate::config::ConnectionConfig;

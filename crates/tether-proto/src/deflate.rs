@@ -370,6 +370,16 @@ impl Deflater {
         self.z.is_some()
     }
 
+    /// With `no_context_takeover`, the level and window this compressor
+    /// uses: every message then compresses to the same bytes in every
+    /// compressor with these two settings, so one compression can serve
+    /// many connections. `None` with context takeover, where the output
+    /// depends on the messages compressed before.
+    pub fn stateless_settings(&self) -> Option<(u32, u8)> {
+        self.reset_each_message
+            .then_some((self.level, self.window_bits))
+    }
+
     /// Compresses one whole message (RFC 7692 §7.2.1).
     pub fn compress(&mut self, data: &[u8]) -> Vec<u8> {
         let (level, bits) = (self.level, self.window_bits);

@@ -51,6 +51,7 @@ mod tests;
 
 pub use close::{CloseCode, CloseFrame};
 pub use config::ConnectionConfig;
+pub use connection::prepared::{PreparedMessage, Queued};
 pub use connection::{Connection, MaskSource, Negotiated, Role, State};
 pub use error::{Error, ErrorKind, HandshakeError, ProtocolError};
 pub use message::Message;

@@ -71,7 +71,11 @@
 //! - [`WebSocket`] is a `Stream` of [`Message`]s and a `Sink` of them (the
 //!   traits of `futures-util`; add it to use `StreamExt`/`SinkExt`), with
 //!   `recv`, `send`, `ping`, `close`, and `split` into a reader and a
-//!   writer for two tasks;
+//!   writer (the [`WsWriter`] is `Clone`: one per sending task, and sends
+//!   made while the reader waits go out together in one write);
+//! - [`hub::Hub`] sends one message to many server connections (fan-out),
+//!   framed once, with a bounded queue per connection and a slow member
+//!   closed with 1013 rather than messages dropped silently;
 //! - permessage-deflate (RFC 7692) is on by default on both sides
 //!   ([`DeflateConfig`]; `compression(None)` turns it off); keepalive pings
 //!   every 20 s with a 20 s timeout; messages up to 1 MiB by default
@@ -117,6 +121,7 @@
 mod client;
 mod error;
 mod integrations;
+pub mod hub;
 pub mod proxy;
 mod queue;
 pub mod reconnect;

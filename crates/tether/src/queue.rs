@@ -93,6 +93,14 @@ impl Receiver {
         self.rx.recv().await.map(|i| i.msg)
     }
 
+    /// Polls for the next message, as [`Receiver::recv`].
+    pub(crate) fn poll_recv(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Message>> {
+        self.rx.poll_recv(cx).map(|i| i.map(|i| i.msg))
+    }
+
     /// The next message if one is queued.
     pub(crate) fn try_recv(&mut self) -> Option<Message> {
         self.rx.try_recv().ok().map(|i| i.msg)

@@ -23,6 +23,18 @@ fn public_types_are_send_sync_unpin() {
     is_send::<tether::Message>();
     is_sync::<tether::Message>();
     is_send::<tether_proto_connection::Connection>();
+    is_send::<tether::hub::Hub>();
+    is_sync::<tether::hub::Hub>();
+    is_send::<tether::hub::Member>();
+    is_sync::<tether::hub::Member>();
+    is_unpin::<tether::hub::Member>();
+    is_send::<tether::reconnect::SessionSender>();
+    is_sync::<tether::reconnect::SessionSender>();
+    is_send::<tether::reconnect::Session>();
+    is_unpin::<tether::reconnect::Session>();
+    is_send::<tether::tether_proto::PreparedMessage>();
+    is_sync::<tether::tether_proto::PreparedMessage>();
+    is_unpin::<tether::WsWriter>();
 }
 
 #[cfg(feature = "hyper")]

@@ -195,7 +195,7 @@ async fn blocked_in_flush(side: Side) {
 /// The split writer, with the reader held but never polled.
 async fn split_writer_alone(side: Side) {
     let (ws, raw) = open(side, keepalive_config()).await;
-    let (reader, mut writer) = ws.split();
+    let (reader, writer) = ws.split();
     let task = tokio::spawn(async move {
         let _reader = reader;
         loop {
@@ -210,7 +210,7 @@ async fn split_writer_alone(side: Side) {
 /// The split writer, with a reader task waiting for messages: both end.
 async fn split_writer_and_reader(side: Side) {
     let (ws, raw) = open(side, keepalive_config()).await;
-    let (mut reader, mut writer) = ws.split();
+    let (mut reader, writer) = ws.split();
     let reader = tokio::spawn(async move {
         let mut last = None;
         while let Some(r) = reader.recv().await {
@@ -276,7 +276,7 @@ async fn writer_close_with_peer_not_reading(side: Side, sink: bool) {
         if sink {
             SinkExt::close(&mut ws).await.unwrap_err()
         } else {
-            let (_reader, mut writer) = ws.split();
+            let (_reader, writer) = ws.split();
             writer.close(CloseCode::NORMAL, "bye").await.unwrap_err()
         }
     });

@@ -475,7 +475,7 @@ async fn pipelined(url: String) {
 /// takes their echoes concurrently (neither side could finish alone), pings
 /// are answered while split, and the writer's close ends the reader.
 async fn split_halves(url: String) {
-    let (mut reader, mut writer) = client(&url).await.split();
+    let (mut reader, writer) = client(&url).await.split();
     let msgs: Vec<Message> = (0..8).map(|i| pattern(i % 2 == 1, (1 << 20) + i)).collect();
     let to_send = msgs.clone();
     let sender = tokio::spawn(async move {
@@ -504,7 +504,7 @@ async fn split_halves(url: String) {
         };
         assert_same(&got, want, &what);
     }
-    let mut writer = sender.await.expect("writer task");
+    let writer = sender.await.expect("writer task");
     writer.close(4003, "split").await.expect("split close");
     let what = "split: close echo";
     match tokio::time::timeout(RECV_TIMEOUT, reader.recv()).await {

@@ -454,3 +454,81 @@ async fn send_queue_is_bounded_by_bytes() {
     let sizes: Vec<usize> = left.iter().map(|m| m.len()).collect();
     assert_eq!(sizes, vec![600, 300]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn senders_from_several_tasks_deliver_each_tasks_messages_in_order() {
+    let addr = free_addr();
+    let (server, log) = logging_server(&addr, |_, _| None).await;
+    let session = ClientBuilder::new(format!("ws://{addr}/"))
+        .session(fast_policy())
+        .start();
+    let (tasks, per_task) = (6, 100);
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let tx = session.sender();
+        handles.push(tokio::spawn(async move {
+            for i in 0..per_task {
+                tx.send(Message::text(format!("{t}:{i}"))).await.unwrap();
+            }
+        }));
+    }
+    for h in handles {
+        timeout(T, h).await.unwrap().unwrap();
+    }
+    wait_for(|| log.lock().unwrap().len() == tasks * per_task).await;
+    let mut next = vec![0; tasks];
+    for (_, text) in log.lock().unwrap().iter() {
+        let (t, i) = text.split_once(':').unwrap();
+        let (t, i): (usize, usize) = (t.parse().unwrap(), i.parse().unwrap());
+        assert_eq!(i, next[t], "task {t} out of order");
+        next[t] += 1;
+    }
+    // A sender refuses control messages, as the session does.
+    let e = session
+        .sender()
+        .send(Message::Close(None))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config);
+    drop(session);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_sender_fails_once_the_session_is_closed() {
+    let addr = free_addr();
+    let (server, _log) = logging_server(&addr, |_, _| None).await;
+    let session = ClientBuilder::new(format!("ws://{addr}/"))
+        .session(fast_policy())
+        .start();
+    let tx = session.sender();
+    tx.send(Message::text("before")).await.unwrap();
+    session.close(CloseCode::NORMAL, "bye").await;
+    let e = tx.send(Message::text("after")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Closed);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_session_is_a_stream_of_received_messages() {
+    use futures_util::StreamExt;
+    let addr = free_addr();
+    let (server, _log) = logging_server(&addr, |_, _| None).await;
+    let mut session = ClientBuilder::new(format!("ws://{addr}/"))
+        .session(fast_policy())
+        .start();
+    for i in 0..3 {
+        session.send(Message::text(format!("m{i}"))).await.unwrap();
+    }
+    for i in 0..3 {
+        let m = timeout(T, session.next()).await.unwrap().unwrap();
+        assert_eq!(m, Message::text(format!("echo m{i}")));
+    }
+    // Stopped: the stream ends.
+    let mut stopped = ClientBuilder::new("ws://127.0.0.1:9/")
+        .session(ReconnectPolicy::default().max_attempts(Some(1)))
+        .start();
+    assert_eq!(timeout(T, stopped.next()).await.unwrap(), None);
+    drop(session);
+    server.shutdown().await;
+}

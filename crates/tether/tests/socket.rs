@@ -81,7 +81,7 @@ async fn many_pipelined_messages_arrive_in_order() {
 async fn split_halves_work_from_two_tasks() {
     let server = echo_server().await;
     let ws = tether::connect(&url(&server)).await.unwrap();
-    let (mut rx, mut tx) = ws.split();
+    let (mut rx, tx) = ws.split();
     let n = 5000u32;
     let writer = tokio::spawn(async move {
         for i in 0..n {
@@ -141,7 +141,7 @@ async fn split_writer_is_not_starved_by_reader_pongs() {
         .connect()
         .await
         .unwrap();
-    let (mut rx, mut tx) = ws.split();
+    let (mut rx, tx) = ws.split();
     let writer = tokio::spawn(async move {
         let chunk = Message::binary(vec![7u8; 64 * 1024]);
         for _ in 0..128 {

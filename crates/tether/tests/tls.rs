@@ -949,7 +949,7 @@ async fn tls_burst_with_a_slow_reader_does_not_stall() {
         .connect()
         .await
         .unwrap();
-    let (mut rx, mut tx) = ws.split();
+    let (mut rx, tx) = ws.split();
     const N: usize = 24;
     let msg = |i: usize| Message::binary(vec![i as u8; 300_000 + i]);
     let writer = tokio::spawn(async move {
@@ -978,7 +978,7 @@ async fn tls_burst_with_a_slow_reader_does_not_stall() {
             }
         }
     }
-    let mut tx = within("writer", writer).await.unwrap();
+    let tx = within("writer", writer).await.unwrap();
     within("close", tx.close(tether::CloseCode::NORMAL, ""))
         .await
         .unwrap();

@@ -123,7 +123,7 @@ mod session;
 pub use backoff::Backoff;
 pub use connections::Connections;
 pub use policy::{DelaySource, Event, ReconnectPolicy};
-pub use session::{Session, SessionBuilder, SessionState};
+pub use session::{Session, SessionBuilder, SessionSender, SessionState};
 
 use crate::client::ClientBuilder;
 use crate::error::{BoxError, Error, ErrorKind, Initiator};

@@ -129,9 +129,11 @@ impl SessionBuilder {
         };
         let task = tokio::spawn(driver.run());
         Session {
-            out_tx,
+            tx: SessionSender {
+                out_tx,
+                state: state_rx,
+            },
             in_rx,
-            state: state_rx,
             ctl,
             task: Some(task),
         }
@@ -160,7 +162,9 @@ struct Control {
 ///   ([`SessionBuilder::queue_capacity`], [`SessionBuilder::queue_bytes`],
 ///   1024 messages and 1 MiB by default): when the application does not call `recv`,
 ///   received messages fill the receive queue and the session stops reading
-///   (backpressure), so keep a task receiving while another sends.
+///   (backpressure), so keep a task receiving while another sends:
+///   [`Session::sender`] gives a cloneable handle for the tasks that
+///   send, and the session is a `Stream` of the messages received.
 /// - A close from the server reconnects or stops by the close-code table of
 ///   [`crate::reconnect`]; [`Session::close`] never reconnects.
 ///
@@ -181,10 +185,33 @@ struct Control {
 /// println!("stopped: {:?}", session.state());
 /// # Ok(()) }
 /// ```
+///
+/// Sending from other tasks, receiving as a `Stream`:
+///
+/// ```no_run
+/// # async fn run() -> tether::Result<()> {
+/// use futures_util::StreamExt;
+/// use tether::{ClientBuilder, Message, reconnect::ReconnectPolicy};
+/// let mut session = ClientBuilder::new("ws://127.0.0.1:9001/feed")
+///     .session(ReconnectPolicy::default())
+///     .start();
+/// for task in 0..4 {
+///     let tx = session.sender();
+///     tokio::spawn(async move {
+///         for i in 0..10 {
+///             tx.send(Message::text(format!("{task}:{i}"))).await?;
+///         }
+///         Ok::<(), tether::Error>(())
+///     });
+/// }
+/// while let Some(msg) = session.next().await {
+///     println!("{msg:?}");
+/// }
+/// # Ok(()) }
+/// ```
 pub struct Session {
-    out_tx: queue::Sender,
+    tx: SessionSender,
     in_rx: queue::Receiver,
-    state: watch::Receiver<SessionState>,
     ctl: Arc<Control>,
     task: Option<tokio::task::JoinHandle<VecDeque<Message>>>,
 }
@@ -192,18 +219,34 @@ pub struct Session {
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
+            .field("state", &*self.tx.state.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A handle that sends through a [`Session`] from any task, into the same
+/// bounded queue as [`Session::send`]; made by [`Session::sender`], cheap
+/// to clone. Each task's messages are delivered in the order it sent them.
+/// Once the session stops (or is dropped), `send` fails.
+#[derive(Clone)]
+pub struct SessionSender {
+    out_tx: queue::Sender,
+    state: watch::Receiver<SessionState>,
+}
+
+impl std::fmt::Debug for SessionSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionSender")
             .field("state", &*self.state.borrow())
             .finish_non_exhaustive()
     }
 }
 
-impl Session {
-    /// Queues a text or binary message; it is sent now if connected, or
-    /// after reconnecting. Waits while the queue is full.
+impl SessionSender {
+    /// Queues a text or binary message, as [`Session::send`].
     ///
     /// # Errors
-    /// [`ErrorKind::Config`] for a control message (use [`Session::close`]);
-    /// the stop error (or [`ErrorKind::Closed`]) once the session stopped.
+    /// As [`Session::send`].
     ///
     /// # Cancel safety
     /// Cancel-safe: a cancelled call did not queue the message.
@@ -227,8 +270,34 @@ impl Session {
         }
     }
 
+    /// The session's current state.
+    pub fn state(&self) -> SessionState {
+        self.state.borrow().clone()
+    }
+}
+
+impl Session {
+    /// Queues a text or binary message; it is sent now if connected, or
+    /// after reconnecting. Waits while the queue is full.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] for a control message (use [`Session::close`]);
+    /// the stop error (or [`ErrorKind::Closed`]) once the session stopped.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a cancelled call did not queue the message.
+    pub async fn send(&self, msg: Message) -> Result<()> {
+        self.tx.send(msg).await
+    }
+
+    /// A cloneable handle to send from other tasks, into the same queue.
+    pub fn sender(&self) -> SessionSender {
+        self.tx.clone()
+    }
+
     /// The next text or binary message received, from whichever connection;
-    /// `None` once the session has stopped.
+    /// `None` once the session has stopped. The session is also a `Stream`
+    /// of the same messages.
     ///
     /// # Cancel safety
     /// Cancel-safe.
@@ -238,12 +307,12 @@ impl Session {
 
     /// The current state.
     pub fn state(&self) -> SessionState {
-        self.state.borrow().clone()
+        self.tx.state()
     }
 
     /// A receiver that sees every state change.
     pub fn watch(&self) -> watch::Receiver<SessionState> {
-        self.state.clone()
+        self.tx.state.clone()
     }
 
     /// Cuts a wait between attempts short.
@@ -276,6 +345,18 @@ impl Session {
             Some(t) => t.await.unwrap_or_default(),
             None => VecDeque::new(),
         }
+    }
+}
+
+impl futures_core::Stream for Session {
+    type Item = Message;
+
+    /// As [`Session::recv`].
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Message>> {
+        self.get_mut().in_rx.poll_recv(cx)
     }
 }
 

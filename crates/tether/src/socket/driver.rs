@@ -161,6 +161,15 @@ impl<S> Driver<S> {
         self.keepalive.as_ref().and_then(|k| k.latency())
     }
 
+    /// The state of the connection, as the API reports it.
+    pub(super) fn state(&self) -> State {
+        if self.finish == Finish::Done {
+            State::Closed
+        } else {
+            self.conn.state()
+        }
+    }
+
     /// Closing or closed, as far as the API is concerned.
     pub(super) fn is_closing(&self) -> bool {
         self.finish != Finish::No || self.conn.close_sent().is_some()
@@ -234,6 +243,19 @@ impl<S> Driver<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
+    /// One attempt to write out what is queued, without waiting: for a
+    /// split socket's senders and fan-out when no reader is waiting to do
+    /// it, and for a reader that stops waiting. If the transport is not
+    /// ready, `cx` is woken when it is, and the bytes stay queued for the
+    /// next operation on the socket. An I/O error is left for the next
+    /// operation to meet again and report, to whoever called it.
+    pub(super) fn try_write_out(&mut self, cx: &mut Context<'_>) {
+        if self.finish != Finish::No || (self.conn.transmit().is_empty() && !self.unflushed) {
+            return;
+        }
+        let _ = self.poll_write_out(cx);
+    }
+
     /// Writes out everything queued in the core with vectored writes, then
     /// flushes the transport. Called by the wait point, by `flush`, by the
     /// closing handshake, and by `recv` while the write buffer is over its

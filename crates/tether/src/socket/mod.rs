@@ -4,12 +4,15 @@
 //! - `driver.rs`: the only place that moves bytes between a transport and
 //!   the core, and the one wait point where the timers run;
 //! - `keepalive.rs`: the keepalive rule;
-//! - `split.rs`: the reader and writer halves;
+//! - `split.rs`: the reader and the (cloneable) writer halves, and the
+//!   socket side of fan-out;
 //! - `config.rs`: the settings.
 //!
 //! Writes are coalesced: a message sent while more input is already buffered
 //! is written together with the following ones, at the latest when `recv`
-//! next waits for input or the buffer passes `write_buffer_limit`.
+//! next waits for input or the buffer passes `write_buffer_limit`. On a
+//! split socket, messages sent while the reader waits in `recv` are written
+//! by the reader, together.
 
 mod config;
 mod driver;
@@ -19,11 +22,12 @@ mod split;
 pub(crate) use config::socket_setters;
 pub use config::WebSocketConfig;
 pub(crate) use driver::EndInfo;
+pub(crate) use split::{Offered, Target};
 pub use split::{WsReader, WsWriter};
 
 use crate::error::{Error, ErrorKind, Result};
 use bytes::Bytes;
-use driver::{Driver, Finish};
+use driver::Driver;
 use futures_core::Stream as FuturesStream;
 use futures_sink::Sink;
 use rand::{RngCore, SeedableRng};
@@ -148,11 +152,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// The state of the connection.
     pub fn state(&self) -> State {
-        if self.driver.finish == Finish::Done {
-            State::Closed
-        } else {
-            self.driver.conn.state()
-        }
+        self.driver.state()
     }
 
     /// The transport.
@@ -299,11 +299,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         Ok(())
     }
 
-    /// Splits the socket into a reader and a writer that two tasks can use
-    /// at once. Pings keep being answered by whichever half runs.
+    /// Splits the socket into a reader and a writer that tasks can use at
+    /// once; clone the writer to send from several tasks. Pings keep being
+    /// answered by whichever half runs. While a task waits in
+    /// [`WsReader::recv`], the messages sent meanwhile are written out by
+    /// that task, many in one write (see [`WsWriter::send`]).
     pub fn split(self) -> (WsReader<S>, WsWriter<S>) {
         split::split(*self.driver)
     }
+
+    /// Splits the socket, keeping what the handshake agreed.
+    pub(crate) fn split_with_handshake(self) -> (WsReader<S>, WsWriter<S>, Handshake) {
+        let agreed = Handshake {
+            subprotocol: self.subprotocol,
+            request: self.request,
+            compression: self.driver.conn.deflate(),
+        };
+        let (r, w) = split::split(*self.driver);
+        (r, w, agreed)
+    }
+}
+
+/// What the opening handshake agreed, kept by a socket's owner after a
+/// split.
+#[derive(Debug, Default)]
+pub(crate) struct Handshake {
+    pub(crate) subprotocol: Option<String>,
+    pub(crate) request: Option<Box<Request>>,
+    pub(crate) compression: Option<crate::DeflateParams>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> FuturesStream for WebSocket<S> {
