@@ -467,9 +467,11 @@ mod tests {
         let r = refusal(request("POST", Version::HTTP_11, UPGRADE));
         assert_eq!(r.status(), 405);
         assert_eq!(r.headers()["allow"], "GET");
+        // A POST that asks for no upgrade at all is no WebSocket request:
+        // 426, as tether's own server answers it.
         assert_eq!(
             refusal(request("POST", Version::HTTP_11, &[])).status(),
-            405
+            426
         );
     }
 
