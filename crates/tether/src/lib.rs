@@ -120,8 +120,8 @@
 
 mod client;
 mod error;
-mod integrations;
 pub mod hub;
+mod integrations;
 pub mod proxy;
 mod queue;
 pub mod reconnect;
