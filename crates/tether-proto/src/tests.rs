@@ -19,7 +19,9 @@ fn pump(from: &mut Connection, to: &mut Connection) {
     }
 }
 
-fn drain(c: &mut Connection) -> Vec<u8> {
+/// Everything the connection has queued for the transport (shared with
+/// the unit tests of other modules).
+pub(crate) fn drain(c: &mut Connection) -> Vec<u8> {
     let out = c.transmit();
     let mut v = Vec::new();
     while out.has_remaining() {

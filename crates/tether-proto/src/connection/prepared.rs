@@ -330,16 +330,7 @@ mod tests {
         c
     }
 
-    fn drain(c: &mut Connection) -> Vec<u8> {
-        let out = c.transmit();
-        let mut v = Vec::new();
-        while out.has_remaining() {
-            v.extend_from_slice(out.chunk());
-            let n = out.chunk().len();
-            out.advance(n);
-        }
-        v
-    }
+    use crate::tests::drain;
 
     /// Delivers what `s` queued to a client and returns the messages.
     fn received(s: &mut Connection, c: &mut Connection) -> Vec<Message> {
