@@ -717,6 +717,11 @@ async fn temporary_redirect_drops_credentials_and_is_not_kept() {
         .unwrap()
         .header("X-Trace", "t1")
         .unwrap()
+        .header("X-Api-Key", "k-123")
+        .unwrap()
+        .header("X-Tenant-Pin", "4321")
+        .unwrap()
+        .sensitive_header("X-Tenant-Pin")
         .reconnecting(p);
     let mut ws = ok(next(&mut c).await);
     assert_echoes(&mut ws).await;
@@ -727,6 +732,13 @@ async fn temporary_redirect_drops_credentials_and_is_not_kept() {
     assert_eq!(rb[0].path(), "/moved?x=1");
     assert_eq!(rb[0].header("authorization"), None, "credentials dropped");
     assert_eq!(rb[0].header("cookie"), None, "cookies dropped");
+    assert_eq!(rb[0].header("x-api-key"), None, "API keys dropped");
+    assert_eq!(
+        rb[0].header("x-tenant-pin"),
+        None,
+        "a header registered as sensitive is dropped"
+    );
+    assert_eq!(ra[0].header("x-api-key"), Some("k-123"), "sent to A");
     assert_eq!(rb[0].header("x-trace"), Some("t1"), "other headers kept");
     assert_eq!(rb[0].header("host"), Some(b.addr().to_string().as_str()));
 

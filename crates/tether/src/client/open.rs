@@ -146,7 +146,8 @@ impl ClientBuilder {
 
     /// Follows 301, 302, 303, 307 and 308 with a Location, at most
     /// [`MAX_REDIRECTS`] hops; never from `wss://` to `ws://`; drops
-    /// credentials when the origin changes (as websockets does).
+    /// credentials when the origin changes (as websockets does, and every
+    /// header that is redacted in logs, not only its three).
     async fn follow_redirects(&self, mut headers: HeaderMap) -> Result<Connected> {
         let mut url = self.url.clone();
         let mut permanent = true;
@@ -188,11 +189,17 @@ impl ClientBuilder {
                 .map_err(|why| Error::msg(ErrorKind::Redirect, why).with_url(&url))?;
             if same_origin(&url, &next) == Some(false) {
                 cross_origin = true;
-                for h in [
-                    http::header::AUTHORIZATION,
-                    http::header::COOKIE,
-                    http::header::PROXY_AUTHORIZATION,
-                ] {
+                // websockets drops Authorization, Cookie and
+                // Proxy-Authorization; we drop every header we would redact
+                // (X-Api-Key, X-Auth-Token..., and the names registered with
+                // `sensitive_header`): a credential for one origin is no
+                // business of another.
+                let secret: Vec<http::HeaderName> = headers
+                    .keys()
+                    .filter(|n| self.sensitive.contains(n.as_str()))
+                    .cloned()
+                    .collect();
+                for h in secret {
                     headers.remove(h);
                 }
             }

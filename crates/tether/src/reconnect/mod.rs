@@ -38,7 +38,7 @@
 //! | HTTP 408, 429 | retry; the same `Retry-After` rule |
 //! | HTTP 401, 403 | fatal at once, with the status and an excerpt of the body (with a credentials provider: one refresh and one immediate retry first) |
 //! | other HTTP statuses (other 4xx, 1xx, 2xx, unfollowable 3xx) | fatal |
-//! | 301, 302, 303, 307, 308 with a Location | followed inside the attempt (at most 10 hops, never `wss` to `ws`, credentials dropped across origins); later reconnects keep the new URL only after 301 and 308 within the same origin (a cross-origin one is followed again each time, so credentials never go straight to the new origin) |
+//! | 301, 302, 303, 307, 308 with a Location | followed inside the attempt (at most 10 hops, never `wss` to `ws`, credentials dropped across origins: every header that is redacted in logs, `X-Api-Key` and the names given to `sensitive_header` included); later reconnects keep the new URL only after 301 and 308 within the same origin (a cross-origin one is followed again each time, so credentials never go straight to the new origin) |
 //! | invalid URL or unsupported scheme; a value that cannot be sent ([`ErrorKind::Config`]: a control character in the `Origin` or a header, a subprotocol that is not a token; see [`ClientBuilder::validate`](crate::ClientBuilder::validate)) | fatal, before any attempt |
 //! | TLS certificate or host name failure | fatal |
 //! | invalid handshake response (bad accept key, missing Upgrade, unoffered subprotocol or extension, malformed HTTP) | fatal |
