@@ -120,11 +120,12 @@
 
 mod client;
 mod error;
-mod integrations;
 pub mod hub;
+mod integrations;
 pub mod proxy;
 mod queue;
 pub mod reconnect;
+pub mod resume;
 mod secrets;
 mod server;
 mod socket;
