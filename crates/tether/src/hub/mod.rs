@@ -18,7 +18,7 @@ mod topic;
 
 pub use backend::{Backend, BoxFuture, History, InProcess, TopicSink, DEFAULT_HISTORY};
 #[cfg(feature = "redis")]
-pub use backend::{RedisBackend, RedisBackendBuilder};
+pub use backend::{RedisBackend, RedisBackendBuilder, DEFAULT_REDIS_HISTORY};
 pub use member::{Member, MemberId};
 pub use topic::Topic;
 

@@ -6,8 +6,12 @@
 //! - `redis.rs`: [`RedisBackend`] (feature `redis`), many processes.
 
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 
 pub use memory::{InProcess, DEFAULT_HISTORY};
+#[cfg(feature = "redis")]
+pub use redis::{RedisBackend, RedisBackendBuilder, DEFAULT_REDIS_HISTORY};
 
 use super::topic::TopicCore;
 use crate::error::Result;
