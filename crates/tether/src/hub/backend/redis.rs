@@ -53,8 +53,11 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
     if info[i] == 'max-deleted-entry-id' then maxdel = info[i + 1] end
   end
 end
+local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+local firstid = ''
+if #first > 0 then firstid = first[1][1] end
 local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
-return {origin or '', maxdel, entries}
+return {origin or '', maxdel, entries, firstid}
 ";
 
 const PAGE: usize = 1000;
@@ -307,7 +310,9 @@ impl Shared {
         let Value::Array(parts) = v else {
             return Err(bad_reply());
         };
-        let [origin, maxdel, entries] = <[Value; 3]>::try_from(parts).map_err(|_| bad_reply())?;
+        let [origin, maxdel, entries, first] =
+            <[Value; 4]>::try_from(parts).map_err(|_| bad_reply())?;
+        let first: Option<MessageId> = text(&first).and_then(|s| s.parse().ok());
         let origin: Option<MessageId> = text(&origin).and_then(|s| s.parse().ok());
         let maxdel: MessageId = text(&maxdel)
             .and_then(|s| s.parse().ok())
@@ -335,9 +340,18 @@ impl Shared {
             messages.extend(more);
         }
         // Lost: the stream began after `after` (or is gone: Redis
-        // restarted), or trimming removed entries after it.
+        // restarted), or trimming removed entries after it: Redis 7's
+        // max-deleted-entry-id says so after XDEL/XTRIM, and, as `MAXLEN ~`
+        // in XADD does not always record it, a stream whose oldest entry
+        // is past `after` and is not the first ever was trimmed past the
+        // resume point (conservative: when `after` was the very last entry
+        // trimmed, nothing was lost, yet a gap is reported).
+        let trimmed_past = match (first, origin) {
+            (Some(f), Some(o)) => f > after && f != o,
+            _ => false,
+        };
         let lost = match origin {
-            Some(o) => after < o || maxdel > after,
+            Some(o) => after < o || maxdel > after || trimmed_past,
             None => true,
         };
         let gap = lost.then(|| Gap {
