@@ -4,6 +4,7 @@ mod connect;
 mod demo;
 mod output;
 mod serve;
+mod serve_topics;
 mod signals;
 
 use clap::{Args, Parser, Subcommand};

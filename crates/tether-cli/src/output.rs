@@ -177,6 +177,19 @@ impl Out {
         }
     }
 
+    /// A gap the server reported (`--resume`): messages may be lost there.
+    pub(crate) fn gap(&self, gap: &tether::resume::Gap) -> std::io::Result<()> {
+        if self.is_json() {
+            let before = gap.before.map(|b| b.to_string());
+            return self
+                .emit(json!({"event": "gap", "after": gap.after.to_string(), "before": before}));
+        }
+        // Standard error, where people look for trouble, and never mixed
+        // into the data on standard output.
+        eprintln!("* GAP: {gap} (the server's history no longer reaches back)");
+        Ok(())
+    }
+
     /// A message received.
     ///
     /// # Errors

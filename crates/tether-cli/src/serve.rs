@@ -14,7 +14,7 @@ use tether::{ServerBuilder, WebSocket};
 #[derive(Args)]
 pub(crate) struct ServeArgs {
     /// The address to listen on, host:port (port 0 picks a free one).
-    addr: String,
+    pub(crate) addr: String,
     /// Echo every message back to its sender (text as text, binary as binary).
     #[arg(long, conflicts_with = "broadcast")]
     echo: bool,
@@ -31,7 +31,19 @@ pub(crate) struct ServeArgs {
     /// With --broadcast: the most bytes queued for one peer. A peer that
     /// falls this far behind is closed with 1013 (try again later).
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 20, requires = "broadcast")]
-    max_queue_bytes: usize,
+    pub(crate) max_queue_bytes: usize,
+    /// With --broadcast: share the broadcast with every `tether serve
+    /// --broadcast --redis` on the same Redis (redis://host:port). Each URL
+    /// path is a topic; messages carry ids and clients that offer
+    /// tether.resume.v1 resume with no message lost.
+    #[arg(long, value_name = "URL", requires = "broadcast")]
+    pub(crate) redis: Option<String>,
+    /// With --broadcast: the messages kept per topic for resuming clients
+    /// (in Redis with --redis, else in memory); turns on topics and
+    /// tether.resume.v1 without --redis too. Default 10000 with --redis,
+    /// 1000 without.
+    #[arg(long, value_name = "N", requires = "broadcast")]
+    pub(crate) history: Option<usize>,
     #[command(flatten)]
     limits: Limits,
 }
@@ -63,6 +75,9 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
         };
     }
     let scheme = if args.tls_cert.is_some() { "wss" } else { "ws" };
+    if args.redis.is_some() || args.history.is_some() {
+        return crate::serve_topics::run(builder, scheme, &args).await;
+    }
     let ids = Arc::new(AtomicU64::new(0));
     let broadcast = args.broadcast.then(|| Broadcast {
         hub: Hub::builder().max_queue_bytes(args.max_queue_bytes).build(),

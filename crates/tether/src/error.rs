@@ -54,6 +54,9 @@ pub enum ErrorKind {
     /// The reconnect hook stopped with an error of the user's
     /// ([`std::error::Error::source`]).
     Stopped,
+    /// A hub's backend (Redis) is unreachable or failed: a publish reached
+    /// this process's members only, or a history could not be read.
+    Backend,
 }
 
 impl fmt::Display for ErrorKind {
@@ -75,6 +78,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Credentials => "credentials provider failed",
             ErrorKind::Exhausted => "gave up reconnecting",
             ErrorKind::Stopped => "stopped by the reconnect policy",
+            ErrorKind::Backend => "hub backend unavailable",
         })
     }
 }

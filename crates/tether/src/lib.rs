@@ -125,6 +125,7 @@ mod integrations;
 pub mod proxy;
 mod queue;
 pub mod reconnect;
+pub mod resume;
 mod secrets;
 mod server;
 mod socket;

@@ -7,6 +7,7 @@
 //! byte cap takes every permit, so it waits for an empty queue instead of
 //! waiting forever.
 
+use crate::resume::{Gap, Received};
 use std::sync::Arc;
 use tether_proto::Message;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -14,6 +15,8 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 /// A queued message and the bytes it holds.
 struct Item {
     msg: Message,
+    /// A gap notice instead of a message (then `msg` is empty).
+    gap: Option<Gap>,
     _bytes: OwnedSemaphorePermit,
 }
 
@@ -60,7 +63,28 @@ impl Sender {
         let Ok(bytes) = self.bytes.clone().acquire_many_owned(self.cost(&msg)).await else {
             return Err(msg);
         };
-        slot.send(Item { msg, _bytes: bytes });
+        slot.send(Item {
+            msg,
+            gap: None,
+            _bytes: bytes,
+        });
+        Ok(())
+    }
+
+    /// Queues a gap notice, in order with the messages. Gives it back when
+    /// the receiver is gone.
+    pub(crate) async fn send_gap(&self, gap: Gap) -> Result<(), Gap> {
+        let Ok(slot) = self.tx.reserve().await else {
+            return Err(gap);
+        };
+        let Ok(bytes) = self.bytes.clone().acquire_many_owned(1).await else {
+            return Err(gap);
+        };
+        slot.send(Item {
+            msg: Message::binary(Vec::new()),
+            gap: Some(gap),
+            _bytes: bytes,
+        });
         Ok(())
     }
 
@@ -72,7 +96,11 @@ impl Sender {
         };
         match self.bytes.clone().try_acquire_many_owned(self.cost(&msg)) {
             Ok(bytes) => {
-                slot.send(Item { msg, _bytes: bytes });
+                slot.send(Item {
+                    msg,
+                    gap: None,
+                    _bytes: bytes,
+                });
                 Ok(())
             }
             Err(_) => Err(msg),
@@ -89,8 +117,22 @@ impl Sender {
 impl Receiver {
     /// The next message; `None` once every sender is gone and the queue is
     /// empty. Cancel-safe.
+    /// Gap notices are skipped.
     pub(crate) async fn recv(&mut self) -> Option<Message> {
-        self.rx.recv().await.map(|i| i.msg)
+        loop {
+            let i = self.rx.recv().await?;
+            if i.gap.is_none() {
+                return Some(i.msg);
+            }
+        }
+    }
+
+    /// The next message or gap notice. Cancel-safe.
+    pub(crate) async fn recv_item(&mut self) -> Option<Received> {
+        self.rx.recv().await.map(|i| match i.gap {
+            Some(g) => Received::Gap(g),
+            None => Received::Message(i.msg),
+        })
     }
 
     /// Polls for the next message, as [`Receiver::recv`].
@@ -98,12 +140,22 @@ impl Receiver {
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Message>> {
-        self.rx.poll_recv(cx).map(|i| i.map(|i| i.msg))
+        loop {
+            match self.rx.poll_recv(cx) {
+                std::task::Poll::Ready(Some(i)) if i.gap.is_some() => continue,
+                p => return p.map(|i| i.map(|i| i.msg)),
+            }
+        }
     }
 
-    /// The next message if one is queued.
+    /// The next message if one is queued (gap notices skipped).
     pub(crate) fn try_recv(&mut self) -> Option<Message> {
-        self.rx.try_recv().ok().map(|i| i.msg)
+        loop {
+            let i = self.rx.try_recv().ok()?;
+            if i.gap.is_none() {
+                return Some(i.msg);
+            }
+        }
     }
 
     /// Refuses further messages; those queued can still be received.

@@ -121,6 +121,17 @@ pub(crate) struct ConnectArgs {
     /// Reconnect automatically, with backoff, as long as failures are retryable.
     #[arg(long)]
     reconnect: bool,
+    /// With --reconnect: resume after each reconnect with no message lost,
+    /// when the server speaks tether.resume.v1 (`tether serve --broadcast
+    /// --redis/--history`): the last id seen goes in the URL of each
+    /// reconnect, and a gap the server reports is printed (a `gap` event
+    /// with --events json). Any other server works as without it.
+    #[arg(long, requires = "reconnect")]
+    pub(super) resume: bool,
+    /// With --reconnect: another URL of the same service, tried in turn
+    /// after a failure (repeatable).
+    #[arg(long, value_name = "URL", requires = "reconnect")]
+    pub(super) fallback_url: Vec<String>,
     /// The first delay is uniform in [0, this) seconds (default 5).
     #[arg(long, value_name = "SECONDS", requires = "reconnect")]
     backoff_initial: Option<f64>,
@@ -407,7 +418,13 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
         ));
     }
     match policy {
-        Some(policy) => session::run(builder, policy, plan, out, &credentials).await,
+        Some(policy) => {
+            let opts = session::ResumeOpts {
+                resume: args.resume,
+                fallback_urls: args.fallback_url.clone(),
+            };
+            session::run(builder, policy, plan, out, &credentials, opts).await
+        }
         None => once::run(builder, plan, out, &credentials).await,
     }
 }

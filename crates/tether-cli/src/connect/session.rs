@@ -11,6 +11,7 @@ use crate::{EXIT_OK, EXIT_USAGE};
 use std::process::ExitCode;
 use std::sync::Arc;
 use tether::reconnect::{ReconnectPolicy, Session, SessionState};
+use tether::resume::Received;
 use tether::{ClientBuilder, CloseCode, ErrorKind};
 
 /// How this end closes the session.
@@ -23,15 +24,26 @@ struct Close {
     deliver: bool,
 }
 
+/// `--resume` and `--fallback-url`.
+pub(super) struct ResumeOpts {
+    pub(super) resume: bool,
+    pub(super) fallback_urls: Vec<String>,
+}
+
 pub(super) async fn run(
     builder: ClientBuilder,
     policy: ReconnectPolicy,
     mut plan: Plan,
     out: Arc<Out>,
     credentials: &[String],
+    opts: ResumeOpts,
 ) -> ExitCode {
     let mut signals = Signals::new();
-    let mut session = builder.session(policy).start();
+    let mut session = builder
+        .session(policy)
+        .resume(opts.resume)
+        .fallback_urls(opts.fallback_urls)
+        .start();
     let close = loop {
         tokio::select! {
             item = super::input::next(&mut plan.input), if plan.input.is_some() => match item {
@@ -55,8 +67,13 @@ pub(super) async fn run(
                     out.note("end of input: nothing more to send; staying connected");
                 }
             },
-            msg = session.recv() => match msg {
-                Some(m) => {
+            msg = session.recv_or_gap() => match msg {
+                Some(Received::Gap(gap)) => {
+                    if out.gap(&gap).is_err() {
+                        break Close { code: CloseCode::NORMAL, status: EXIT_OK, deliver: false };
+                    }
+                }
+                Some(Received::Message(m)) => {
                     if out.message(&m).is_err() {
                         // Standard output is gone: nobody reads any more.
                         break Close { code: CloseCode::NORMAL, status: EXIT_OK, deliver: false };

@@ -284,6 +284,10 @@ impl ClientBuilder {
         self.provider.is_some()
     }
 
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
     pub(crate) fn set_url(&mut self, url: String) {
         self.url = url;
     }

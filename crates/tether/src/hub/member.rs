@@ -1,6 +1,6 @@
 //! [`Member`]: a server connection in a [`Hub`](super::Hub).
 
-use super::Inner;
+use super::Group;
 use crate::error::Result;
 use crate::socket::{Handshake, WsReader, WsWriter};
 use futures_core::Stream as FuturesStream;
@@ -39,7 +39,7 @@ pub struct Member<S = crate::MaybeTlsStream> {
     reader: WsReader<S>,
     writer: WsWriter<S>,
     handshake: Handshake,
-    hub: Weak<Inner>,
+    group: Weak<dyn Group>,
     left: bool,
 }
 
@@ -58,14 +58,14 @@ impl<S> Member<S> {
         reader: WsReader<S>,
         writer: WsWriter<S>,
         handshake: Handshake,
-        hub: Weak<Inner>,
+        group: Weak<dyn Group>,
     ) -> Self {
         Member {
             id,
             reader,
             writer,
             handshake,
-            hub,
+            group,
             left: false,
         }
     }
@@ -98,12 +98,12 @@ impl<S> Member<S> {
         self.handshake.compression
     }
 
-    /// Leaves the hub: broadcasts no longer reach this member. The
-    /// connection stays open.
+    /// Leaves the hub (or the topic): broadcasts no longer reach this
+    /// member. The connection stays open.
     pub fn leave(&mut self) {
         if !std::mem::replace(&mut self.left, true) {
-            if let Some(hub) = self.hub.upgrade() {
-                hub.remove(&[self.id]);
+            if let Some(group) = self.group.upgrade() {
+                group.remove(&[self.id]);
             }
         }
     }

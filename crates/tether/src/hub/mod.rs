@@ -1,16 +1,29 @@
 //! Fan-out: one message to many server connections ([`Hub`]).
 //!
 //! - `mod.rs`: the [`Hub`], its settings and the broadcast;
-//! - `member.rs`: [`Member`], a connection in the hub.
+//! - `member.rs`: [`Member`], a connection in the hub;
+//! - `topic.rs`: [`Topic`], named groups whose messages carry ids, reach
+//!   every process sharing the hub's [`Backend`], and can be resumed;
+//! - `backend/`: the [`Backend`] trait, [`InProcess`] (default) and
+//!   [`RedisBackend`] (feature `redis`).
 //!
 //! A hub delivers to the members connected to this process. Each message is
 //! framed once ([`PreparedMessage`]) and queued on every member's
 //! connection without waiting for any of them; each connection's unsent
 //! bytes are its queue, bounded by [`HubBuilder::max_queue_bytes`].
 
+mod backend;
 mod member;
+mod topic;
 
+pub use backend::{Backend, BoxFuture, History, InProcess, TopicSink, DEFAULT_HISTORY};
+#[cfg(feature = "redis")]
+pub use backend::{RedisBackend, RedisBackendBuilder, DEFAULT_REDIS_HISTORY};
 pub use member::{Member, MemberId};
+pub use topic::Topic;
+
+use std::collections::HashMap;
+use topic::TopicCore;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::socket::{Offered, Target, WebSocket};
@@ -97,6 +110,19 @@ struct Inner {
     sending: Mutex<()>,
     max_queue_bytes: usize,
     next_id: AtomicU64,
+    backend: Arc<dyn Backend>,
+    topics: Mutex<HashMap<String, Topic>>,
+    max_topics: usize,
+    topic_ring: usize,
+    stats: Arc<Stats>,
+}
+
+/// Counters shared by a hub and its topics.
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub(crate) publish_failures: AtomicU64,
+    pub(crate) gaps: AtomicU64,
+    pub(crate) closed_slow: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -105,12 +131,18 @@ struct Entry {
     target: Arc<dyn Target>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Never held across an await, and nothing panics while holding it.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl Inner {
+/// A set of members that a [`Member`] leaves when it is dropped: the hub's
+/// own members, or a topic's.
+pub(crate) trait Group: Send + Sync {
+    fn remove(&self, gone: &[MemberId]);
+}
+
+impl Group for Inner {
     fn remove(&self, gone: &[MemberId]) {
         if gone.is_empty() {
             return;
@@ -141,16 +173,35 @@ impl Default for Hub {
 /// let hub = tether::hub::Hub::builder().max_queue_bytes(256 << 10).build();
 /// assert_eq!(hub.max_queue_bytes(), 256 << 10);
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use]
 pub struct HubBuilder {
     max_queue_bytes: usize,
+    backend: Option<Arc<dyn Backend>>,
+    max_topics: usize,
+    topic_ring: usize,
 }
+
+impl std::fmt::Debug for HubBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubBuilder")
+            .field("max_queue_bytes", &self.max_queue_bytes)
+            .field("max_topics", &self.max_topics)
+            .field("topic_ring", &self.topic_ring)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The default [`HubBuilder::max_topics`]: 10,000.
+pub const DEFAULT_MAX_TOPICS: usize = 10_000;
 
 impl Default for HubBuilder {
     fn default() -> Self {
         HubBuilder {
             max_queue_bytes: DEFAULT_MAX_QUEUE_BYTES,
+            backend: None,
+            max_topics: DEFAULT_MAX_TOPICS,
+            topic_ring: 1000,
         }
     }
 }
@@ -166,6 +217,30 @@ impl HubBuilder {
         self
     }
 
+    /// Where the hub's topics live: [`InProcess`] by default (this
+    /// process only), or a backend shared by many processes, such as
+    /// [`RedisBackend`] (feature `redis`).
+    pub fn backend(mut self, backend: impl Backend) -> Self {
+        self.backend = Some(Arc::new(backend));
+        self
+    }
+
+    /// The most topics [`Hub::topic`] creates (default
+    /// [`DEFAULT_MAX_TOPICS`]): topics stay once made, so a server that
+    /// names topics after client input (a URL path) stays bounded.
+    pub fn max_topics(mut self, n: usize) -> Self {
+        self.max_topics = n;
+        self
+    }
+
+    /// How many recent messages each topic keeps in this process to serve
+    /// resuming clients without asking the backend (default 1000, at least
+    /// 1). Clients that resume from further back get the backend's history.
+    pub fn recent_messages(mut self, n: usize) -> Self {
+        self.topic_ring = n.max(1);
+        self
+    }
+
     /// The hub.
     pub fn build(self) -> Hub {
         Hub {
@@ -174,6 +249,11 @@ impl HubBuilder {
                 sending: Mutex::new(()),
                 max_queue_bytes: self.max_queue_bytes,
                 next_id: AtomicU64::new(0),
+                backend: self.backend.unwrap_or_else(|| Arc::new(InProcess::new())),
+                topics: Mutex::new(HashMap::new()),
+                max_topics: self.max_topics,
+                topic_ring: self.topic_ring,
+                stats: Arc::default(),
             }),
         }
     }
@@ -208,7 +288,50 @@ impl Hub {
         self.inner.max_queue_bytes
     }
 
-    /// The number of members.
+    /// The topic `name`, made on first use (and then subscribed to in the
+    /// backend). See [`Topic`].
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] when making it would pass
+    /// [`HubBuilder::max_topics`].
+    pub fn topic(&self, name: &str) -> Result<Topic> {
+        let mut topics = lock(&self.inner.topics);
+        if let Some(t) = topics.get(name) {
+            return Ok(t.clone());
+        }
+        if topics.len() >= self.inner.max_topics {
+            return Err(Error::msg(
+                ErrorKind::Config,
+                format!("too many topics (at most {})", self.inner.max_topics),
+            ));
+        }
+        let topic = Topic {
+            core: Arc::new(TopicCore::new(
+                name.to_string(),
+                self.inner.max_queue_bytes,
+                self.inner.topic_ring,
+                self.inner.stats.clone(),
+            )),
+            backend: self.inner.backend.clone(),
+        };
+        self.inner.backend.subscribe(name, topic.sink());
+        topics.insert(name.to_string(), topic.clone());
+        Ok(topic)
+    }
+
+    /// How many [`Topic::publish`] calls failed to reach the backend (and
+    /// were delivered to this process's members only).
+    pub fn publish_failures(&self) -> u64 {
+        self.inner.stats.publish_failures.load(Ordering::Relaxed)
+    }
+
+    /// How many gap notices the topics of this hub sent (history lost by
+    /// the backend, seen when catching up after an outage).
+    pub fn gaps(&self) -> u64 {
+        self.inner.stats.gaps.load(Ordering::Relaxed)
+    }
+
+    /// The number of members (of the hub itself, not of its topics).
     pub fn len(&self) -> usize {
         lock(&self.inner.members).len()
     }
@@ -232,7 +355,8 @@ impl Hub {
             target: writer.target(),
         };
         Arc::make_mut(&mut lock(&self.inner.members)).push(entry);
-        Member::new(id, reader, writer, handshake, Arc::downgrade(&self.inner))
+        let group: Arc<dyn Group> = self.inner.clone();
+        Member::new(id, reader, writer, handshake, Arc::downgrade(&group))
     }
 
     /// Sends a text or binary message to every member: frames it once,

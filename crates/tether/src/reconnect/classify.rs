@@ -23,6 +23,8 @@ pub fn for_error(e: &Error) -> Decision {
         ErrorKind::KeepaliveTimeout | ErrorKind::Closed => Decision::Retry,
         // A token service that failed may be back later.
         ErrorKind::Credentials => Decision::Retry,
+        // A hub backend (Redis) that was down may be back later.
+        ErrorKind::Backend => Decision::Retry,
         ErrorKind::HttpStatus => match e.status() {
             // Server trouble, and "too many requests" / "request timeout":
             // wait as long as the server asks, when it says.

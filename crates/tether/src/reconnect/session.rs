@@ -6,6 +6,7 @@ use super::{Event, ReconnectPolicy};
 use crate::client::ClientBuilder;
 use crate::error::{Error, ErrorKind, Initiator, Result};
 use crate::queue;
+use crate::resume::{self, Frame, MessageId, Received};
 use crate::socket::{EndInfo, WebSocket};
 use std::collections::VecDeque;
 use std::future::Future;
@@ -55,6 +56,8 @@ pub struct SessionBuilder {
     queue: usize,
     queue_bytes: usize,
     on_connect: Option<Arc<OnConnect>>,
+    resume: bool,
+    urls: Vec<String>,
 }
 
 impl std::fmt::Debug for SessionBuilder {
@@ -64,6 +67,8 @@ impl std::fmt::Debug for SessionBuilder {
             .field("policy", &self.policy)
             .field("queue", &self.queue)
             .field("queue_bytes", &self.queue_bytes)
+            .field("resume", &self.resume)
+            .field("fallback_urls", &self.urls.len())
             .finish_non_exhaustive()
     }
 }
@@ -76,7 +81,38 @@ impl SessionBuilder {
             queue: 1024,
             queue_bytes: 1 << 20,
             on_connect: None,
+            resume: false,
+            urls: Vec::new(),
         }
+    }
+
+    /// Resumes after each reconnect with no message lost, when the server
+    /// speaks [`tether.resume.v1`](crate::resume) (a tether
+    /// [`Topic`](crate::hub::Topic)): offers the subprotocol, removes the
+    /// framing from each message, remembers the last id seen and sends it
+    /// (`?last_id=`) on every reconnect, so the server replays what was
+    /// missed, with no duplicate. When the server says its history no
+    /// longer reaches back, [`Session::recv_or_gap`] returns a
+    /// [`Gap`](crate::resume::Gap) where the messages are missing. Against
+    /// a server that does not select the subprotocol, messages pass
+    /// unchanged (negotiated: any server works). Default off.
+    pub fn resume(mut self, on: bool) -> Self {
+        self.resume = on;
+        self
+    }
+
+    /// Other URLs of the same service (say, the other server processes of
+    /// a topic): after each failed attempt or ended connection, the next
+    /// attempt goes to the next URL in turn (the builder's URL first, then
+    /// these, then round again). With [`resume`](SessionBuilder::resume),
+    /// the last id goes to whichever server is next.
+    pub fn fallback_urls<I, T>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.urls = urls.into_iter().map(Into::into).collect();
+        self
     }
 
     /// The number of messages `send` may queue while disconnected (and the
@@ -117,9 +153,19 @@ impl SessionBuilder {
             reconnect: Notify::new(),
             close: Mutex::new(None),
         });
+        let last_id = Arc::new(Mutex::new(None));
+        let mut builder = self.builder;
+        if self.resume {
+            builder = builder.subprotocol(resume::SUBPROTOCOL);
+        }
+        let mut urls = vec![builder.url().to_string()];
+        urls.extend(self.urls);
         let driver = Driver {
-            planner: Planner::new(self.policy, self.builder.has_headers_provider()),
-            builder: self.builder,
+            planner: Planner::new(self.policy, builder.has_headers_provider()),
+            builder,
+            urls,
+            next_url: 0,
+            last_id: last_id.clone(),
             on_connect: self.on_connect,
             out_rx,
             in_tx,
@@ -133,6 +179,7 @@ impl SessionBuilder {
                 out_tx,
                 state: state_rx,
             },
+            last_id,
             in_rx,
             ctl,
             task: Some(task),
@@ -211,6 +258,7 @@ struct Control {
 /// ```
 pub struct Session {
     tx: SessionSender,
+    last_id: Arc<Mutex<Option<MessageId>>>,
     in_rx: queue::Receiver,
     ctl: Arc<Control>,
     task: Option<tokio::task::JoinHandle<VecDeque<Message>>>,
@@ -305,6 +353,22 @@ impl Session {
         self.in_rx.recv().await
     }
 
+    /// As [`Session::recv`], and with [`resume`](SessionBuilder::resume),
+    /// also the gaps the server reported, in order with the messages.
+    /// (`recv` and the `Stream` skip gaps.)
+    ///
+    /// # Cancel safety
+    /// Cancel-safe.
+    pub async fn recv_or_gap(&mut self) -> Option<Received> {
+        self.in_rx.recv_item().await
+    }
+
+    /// The id of the last message received under
+    /// [`resume`](SessionBuilder::resume), where the next reconnect resumes.
+    pub fn last_id(&self) -> Option<MessageId> {
+        *self.last_id.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The current state.
     pub fn state(&self) -> SessionState {
         self.tx.state()
@@ -370,6 +434,11 @@ impl Drop for Session {
 
 struct Driver {
     builder: ClientBuilder,
+    /// The URLs tried in turn (the builder's first).
+    urls: Vec<String>,
+    next_url: usize,
+    /// The last id received under tether.resume.v1, shared with the Session.
+    last_id: Arc<Mutex<Option<MessageId>>>,
     planner: Planner,
     on_connect: Option<Arc<OnConnect>>,
     out_rx: queue::Receiver,
@@ -450,6 +519,40 @@ impl Driver {
         }
     }
 
+    fn last_id(&self) -> Option<MessageId> {
+        *self.last_id.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Passes a received data message on: under tether.resume.v1, without
+    /// its framing, remembering its id, dropping any id seen already (a
+    /// server must not send one; a duplicate never reaches the user).
+    async fn received(&mut self, m: Message, framed: bool) {
+        if !framed {
+            let _ = self.in_tx.send(m).await;
+            return;
+        }
+        match Frame::parse(&m) {
+            Ok(Frame::Message { id, message }) => {
+                if let Some(id) = id {
+                    let mut last = self.last_id.lock().unwrap_or_else(|p| p.into_inner());
+                    if last.is_some_and(|l| id <= l) {
+                        return;
+                    }
+                    *last = Some(id);
+                }
+                let _ = self.in_tx.send(message).await;
+            }
+            Ok(Frame::Gap(gap)) => {
+                tracing::warn!(%gap, "the server reports a gap in the stream");
+                let _ = self.in_tx.send_gap(gap).await;
+            }
+            // Not framed after all: pass it on as it is.
+            Err(_) => {
+                let _ = self.in_tx.send(m).await;
+            }
+        }
+    }
+
     fn last_reason(&self) -> String {
         self.planner.last_reason.clone().unwrap_or_default()
     }
@@ -464,9 +567,27 @@ impl Driver {
         left
     }
 
-    async fn connect(&self, attempt: u32, refresh: bool) -> Result<WebSocket> {
-        let headers = self.builder.provided_headers(attempt, refresh).await?;
-        let c = self.builder.connect_full(headers).await?;
+    /// The builder for the next attempt: the next URL in turn, with the
+    /// resume point.
+    fn attempt_builder(&mut self) -> ClientBuilder {
+        let mut url = self.urls[self.next_url % self.urls.len()].clone();
+        self.next_url = (self.next_url + 1) % self.urls.len();
+        if let Some(id) = *self.last_id.lock().unwrap_or_else(|p| p.into_inner()) {
+            url = resume::url_with_last_id(&url, id);
+        }
+        let mut b = self.builder.clone();
+        b.set_url(url);
+        b
+    }
+
+    async fn connect(&mut self, attempt: u32, refresh: bool) -> Result<WebSocket> {
+        let builder = if self.urls.len() > 1 || self.last_id().is_some() {
+            self.attempt_builder()
+        } else {
+            self.builder.clone()
+        };
+        let headers = builder.provided_headers(attempt, refresh).await?;
+        let c = builder.connect_full(headers).await?;
         match &self.on_connect {
             Some(f) => f(c.ws).await,
             None => Ok(c.ws),
@@ -488,6 +609,7 @@ impl Driver {
     /// Runs an open connection until it ends or the user closes the session.
     async fn serve(&mut self, mut ws: WebSocket) -> RunEnd {
         let opened = Instant::now();
+        let framed = ws.subprotocol() == Some(resume::SUBPROTOCOL);
         let _ = self.state.send(SessionState::Open { latency: None });
         let mut latency = None;
         // (end offset in the written byte stream, message) for messages
@@ -521,9 +643,9 @@ impl Driver {
                         }
                         r = ws.recv() => match r {
                             Some(Ok(m)) if m.is_data() => {
-                                if self.in_tx.send(m).await.is_err() {
-                                    // The user dropped the receiving side; keep going.
-                                }
+                                // A user that dropped the receiving side
+                                // does not stop the session.
+                                self.received(m, framed).await;
                                 continue;
                             }
                             Some(Ok(_)) => continue,
