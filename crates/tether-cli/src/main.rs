@@ -2,6 +2,7 @@
 
 mod connect;
 mod demo;
+mod input;
 mod output;
 mod serve;
 mod signals;
