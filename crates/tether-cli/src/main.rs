@@ -2,6 +2,7 @@
 
 mod connect;
 mod demo;
+mod input;
 mod output;
 mod serve;
 mod serve_topics;
@@ -51,8 +52,10 @@ enum Command {
     /// Connect to a WebSocket server: send lines typed (or piped) as text
     /// messages, print messages received.
     Connect(Box<connect::ConnectArgs>),
-    /// Run a WebSocket server.
-    Serve(serve::ServeArgs),
+    /// Run a WebSocket server: echo, broadcast, show what clients send,
+    /// send what is typed; a console page, files and a health check on the
+    /// same port.
+    Serve(Box<serve::ServeArgs>),
     /// A scripted story of a connection that survives refusals, 503s,
     /// restarts, a dead peer and an expired token (about 30 s, loopback only).
     Demo(demo::DemoArgs),
@@ -184,7 +187,7 @@ async fn run() -> ExitCode {
     init_tracing(cli.verbose);
     match cli.command {
         Command::Connect(args) => connect::run(*args).await,
-        Command::Serve(args) => serve::run(args).await,
+        Command::Serve(args) => serve::run(*args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;

@@ -62,19 +62,36 @@ pub(crate) enum Binary {
 }
 
 impl Binary {
-    fn encode(self, b: &[u8]) -> String {
+    pub(crate) fn encode(self, b: &[u8]) -> String {
         match self {
             Binary::Hex => hex(b),
             _ => base64::engine::general_purpose::STANDARD.encode(b),
         }
     }
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Binary::Hex => "hex",
             _ => "base64",
         }
     }
+}
+
+/// `t` with its control characters but tab escaped (`\n`, `\r`,
+/// `\u{1b}`...), so that it prints as one line and cannot drive a terminal.
+pub(crate) fn one_line(t: &str) -> std::borrow::Cow<'_, str> {
+    if !t.chars().any(|c| c.is_control() && c != '\t') {
+        return t.into();
+    }
+    let mut s = String::with_capacity(t.len() + 8);
+    for c in t.chars() {
+        if c.is_control() && c != '\t' {
+            s.extend(c.escape_default());
+        } else {
+            s.push(c);
+        }
+    }
+    s.into()
 }
 
 /// Lower-case hex, two digits a byte.
@@ -84,6 +101,14 @@ pub(crate) fn hex(b: &[u8]) -> String {
         s.push_str(&format!("{x:02x}"));
     }
     s
+}
+
+/// The client a message came from, as `tether serve` numbers and prints it.
+pub(crate) struct Client {
+    /// The connection's number (from 0, in the order they opened).
+    pub(crate) id: u64,
+    /// The client's address, `ip:port` (`?` when unknown).
+    pub(crate) peer: String,
 }
 
 /// A sent message longer than this is summed up in the human format: the
@@ -119,7 +144,8 @@ impl Out {
         self.format == Format::Events
     }
 
-    fn emit(&self, mut v: Value) -> std::io::Result<()> {
+    /// Writes `v` as one line, with its time (`"t"`, seconds since start).
+    pub(crate) fn emit(&self, mut v: Value) -> std::io::Result<()> {
         v["t"] = json!((self.start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0);
         write_out(format!("{v}\n").as_bytes())
     }
@@ -196,16 +222,45 @@ impl Out {
     /// When standard output is gone (the reader of a pipe exited): the
     /// caller ends the connection.
     pub(crate) fn message(&self, msg: &Message) -> std::io::Result<()> {
+        self.message_from(None, msg)
+    }
+
+    /// A message received from `client` (`tether serve --print`): the
+    /// human format prefixes it with the client's address, `--events json`
+    /// and `--jsonl` carry the address and connection number as fields,
+    /// `--raw` writes the data alone.
+    ///
+    /// # Errors
+    /// As [`Out::message`].
+    pub(crate) fn message_from(
+        &self,
+        client: Option<&Client>,
+        msg: &Message,
+    ) -> std::io::Result<()> {
         let (text, bytes) = match msg {
             Message::Text(t) => (Some(t.as_str()), &[][..]),
             Message::Binary(b) => (None, &b[..]),
             _ => return Ok(()),
         };
+        let prefix = client.map_or(String::new(), |c| format!("{} ", c.peer));
+        let tag = |mut v: Value| {
+            if let Some(c) = client {
+                v["id"] = json!(c.id);
+                v["peer"] = json!(c.peer);
+            }
+            v
+        };
         match (self.format, text) {
-            (Format::Human, Some(t)) => write_out(format!("< {t}\n").as_bytes()),
+            // A client's text is one line, its control characters escaped:
+            // a message with a line break must not pass for a line of
+            // another client (or of this program).
+            (Format::Human, Some(t)) if client.is_some() => {
+                write_out(format!("{prefix}< {}\n", one_line(t)).as_bytes())
+            }
+            (Format::Human, Some(t)) => write_out(format!("{prefix}< {t}\n").as_bytes()),
             (Format::Human, None) => write_out(
                 format!(
-                    "< (binary, {} bytes, {}) {}\n",
+                    "{prefix}< (binary, {} bytes, {}) {}\n",
                     bytes.len(),
                     self.binary.name(),
                     self.binary.encode(bytes)
@@ -213,9 +268,9 @@ impl Out {
                 .as_bytes(),
             ),
             (Format::Events, Some(t)) => {
-                self.emit(json!({"event": "message", "kind": "text", "data": t}))
+                self.emit(tag(json!({"event": "message", "kind": "text", "data": t})))
             }
-            (Format::Events, None) => self.emit(json!({"event": "message", "kind": "binary", "encoding": self.binary.name(), "data": self.binary.encode(bytes)})),
+            (Format::Events, None) => self.emit(tag(json!({"event": "message", "kind": "binary", "encoding": self.binary.name(), "data": self.binary.encode(bytes)}))),
             (Format::Raw, Some(t)) => write_out(format!("{t}\n").as_bytes()),
             (Format::Raw, None) if self.binary == Binary::Bytes => write_out(bytes),
             (Format::Raw, None) => write_out(format!("{}\n", self.binary.encode(bytes)).as_bytes()),
@@ -223,10 +278,15 @@ impl Out {
                 // A text message that is JSON is written as that value, on
                 // one line; any other message as a JSON string, so that
                 // every line parses.
-                let v = match text {
+                let mut v = match text {
                     Some(t) => serde_json::from_str::<Value>(t).unwrap_or_else(|_| Value::from(t)),
                     None => Value::from(self.binary.encode(bytes)),
                 };
+                // From a client: the message under "data", beside who sent
+                // it, rather than fields mixed into the client's own JSON.
+                if client.is_some() {
+                    v = tag(json!({ "data": v }));
+                }
                 let line = if pretty {
                     serde_json::to_string_pretty(&v)
                 } else {
@@ -346,5 +406,14 @@ mod tests {
         assert_eq!(close_text(Some(1000), ""), "1000 (normal closure)");
         assert_eq!(close_text(None, "dropped"), "dropped");
         assert_eq!(hex(&[0, 0xab, 0x10]), "00ab10");
+    }
+
+    #[test]
+    fn one_line_escapes_line_breaks_and_terminal_controls() {
+        assert_eq!(one_line("plain\ttext é"), "plain\ttext é");
+        assert_eq!(
+            one_line("a\n1.2.3.4:5 < fake\r\u{1b}[2J\u{9b}"),
+            "a\\n1.2.3.4:5 < fake\\r\\u{1b}[2J\\u{9b}"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! `tether connect`: the interactive (or scripted, or daemon) client.
 //!
-//! - [`input`]: what is sent, and what standard input is;
+//! - [`input`](crate::input) (shared with `tether serve --stdin`): what is
+//!   sent, and what standard input is;
 //! - [`once`]: one connection (without `--reconnect`);
 //! - [`session`]: a reconnecting session (`--reconnect`).
 //!
@@ -19,16 +20,15 @@
 //! a fatal ending), or on SIGINT (close 1000, exit 130) or SIGTERM (close
 //! 1001, exit 0).
 
-mod input;
 mod once;
 mod session;
 
+use crate::input::{self, Encoding, Item, Stdin};
 use crate::output::{chain, Binary, Format, Out};
 use crate::{
     parse_duration, socket_config, Limits, Secs, EXIT_ERROR, EXIT_EXHAUSTED, EXIT_HTTP, EXIT_USAGE,
 };
 use clap::{Args, ValueEnum};
-use input::{Encoding, Item, Stdin};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;

@@ -34,6 +34,7 @@ impl ServerBuilder {
     /// error.
     // Used by the framework integrations; `handshake` takes the two steps
     // apart to count the connection in between.
+    #[cfg_attr(not(feature = "hyper"), allow(dead_code))]
     pub(crate) fn negotiate(&self, request: &Request) -> Result<Upgrade, HandshakeError> {
         let offer = ServerHandshake::validate(request)?;
         self.negotiate_offer(request, &offer)

@@ -1,6 +1,7 @@
-//! What `tether connect` sends: standard input (lines or the whole of it,
-//! as text, bytes, base64 or hex) or a file, and what kind of thing
-//! standard input is, which decides what its end means.
+//! What `tether connect` sends (and `tether serve --stdin` broadcasts):
+//! standard input (lines or the whole of it, as text, bytes, base64 or hex)
+//! or a file, and what kind of thing standard input is, which decides what
+//! its end means.
 
 use base64::Engine;
 use tether::Message;
