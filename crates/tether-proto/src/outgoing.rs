@@ -133,6 +133,19 @@ impl Buf for Outgoing {
     }
 }
 
+/// Takes every byte waiting, in order (for the unit tests of the modules
+/// that queue frames).
+#[cfg(test)]
+pub(crate) fn drain(out: &mut Outgoing) -> Vec<u8> {
+    let mut v = Vec::with_capacity(out.remaining());
+    while out.has_remaining() {
+        v.extend_from_slice(out.chunk());
+        let n = out.chunk().len();
+        out.advance(n);
+    }
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

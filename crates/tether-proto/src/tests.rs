@@ -19,17 +19,9 @@ fn pump(from: &mut Connection, to: &mut Connection) {
     }
 }
 
-/// Everything the connection has queued for the transport (shared with
-/// the unit tests of other modules).
-pub(crate) fn drain(c: &mut Connection) -> Vec<u8> {
-    let out = c.transmit();
-    let mut v = Vec::new();
-    while out.has_remaining() {
-        v.extend_from_slice(out.chunk());
-        let n = out.chunk().len();
-        out.advance(n);
-    }
-    v
+/// Everything the connection has queued for the transport.
+fn drain(c: &mut Connection) -> Vec<u8> {
+    crate::outgoing::drain(c.transmit())
 }
 
 /// A raw frame as a client would send it (masked with a fixed key).

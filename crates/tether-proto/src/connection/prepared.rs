@@ -330,7 +330,9 @@ mod tests {
         c
     }
 
-    use crate::tests::drain;
+    fn drain(c: &mut Connection) -> Vec<u8> {
+        crate::outgoing::drain(c.transmit())
+    }
 
     /// Delivers what `s` queued to a client and returns the messages.
     fn received(s: &mut Connection, c: &mut Connection) -> Vec<Message> {
