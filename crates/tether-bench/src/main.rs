@@ -16,6 +16,14 @@
 //! pinned to one CPU, the load on another pinned to the other CPU. Every
 //! cell is repeated (libraries interleaved) and the median is reported.
 //!
+//! - Handshakes: `N` clients each opening, upgrading and closing
+//!   connections in a loop against each server; upgrades per second (see
+//!   [`handshakes`]).
+//!
+//! - Client idioms: each library's client in one task, split in two tasks
+//!   with one `send(..).await` per message, and split with the messages
+//!   forwarded into its `Sink` (see [`idioms`]).
+//!
 //! - Idle memory: each server alone in a child process, the server's RSS
 //!   growth per upgraded connection left idle (see [`idle`]).
 //!
@@ -24,7 +32,8 @@
 //!   tokio-tungstenite's chat-server idiom and Python websockets'
 //!   `broadcast()` (see [`fanout`]).
 //!
-//! Run: `cargo run --release -p tether-bench -- [--quick]` (`--idle` for the
+//! Run: `cargo run --release -p tether-bench -- [--quick]` (`--quick`: the
+//! cells the hot path is judged by, one run each, in under two minutes; `--idle` for the
 //! idle-memory cells only, `--fanout` for the fan-out cells only). The
 //! tables go to stdout and to `target/bench-results.md`
 //! (`target/bench-fanout.md` for `--fanout`).
@@ -32,7 +41,9 @@
 mod clients;
 mod deflate;
 mod fanout;
+mod handshakes;
 mod harness;
+mod idioms;
 mod idle;
 mod peers;
 mod raw;
@@ -48,7 +59,8 @@ use std::time::{Duration, Instant};
 #[derive(Parser, Debug)]
 #[command(about = "Echo benchmark of tether against other Rust WebSocket libraries")]
 struct Args {
-    /// Short runs, one repetition (under a minute).
+    /// Short runs, one repetition, the main cells only, a disturbed run kept
+    /// (and counted) rather than repeated: under two minutes.
     #[arg(long)]
     quick: bool,
     /// Repetitions per cell, median reported (default 5; 1 with --quick).
@@ -151,7 +163,8 @@ const MAX_OTHERS: f64 = 10.0;
 /// Attempts per run before a disturbed result is kept anyway.
 const MAX_TRIES: usize = 4;
 
-/// The cells: 16 B and 1 KiB with 16 in flight, 64 KiB and 1 MiB with 1.
+/// The cells: 16 B and 1 KiB with 16 in flight, 64 KiB and 1 MiB with 1,
+/// and 16 B with 1 in flight on one connection (latency).
 const CELLS: &[Cell] = &[
     Cell {
         kind: Kind::Pattern,
@@ -164,6 +177,12 @@ const CELLS: &[Cell] = &[
         payload: 16,
         conns: 1,
         inflight: 16,
+    },
+    Cell {
+        kind: Kind::Pattern,
+        payload: 16,
+        conns: 1,
+        inflight: 1,
     },
     Cell {
         kind: Kind::Pattern,
@@ -203,6 +222,17 @@ const CELLS: &[Cell] = &[
     },
 ];
 
+/// The cells `--quick` keeps (when `--cells` does not pick): the ones the
+/// hot path is judged by, so that a quick run takes under two minutes.
+const QUICK: &[&str] = &[
+    "16 B, 64x16",
+    "16 B, 1x1",
+    "1 KiB, 64x16",
+    "1 MiB, 64x1",
+    "JSON 1 KiB deflate, 64x16",
+    "handshakes",
+];
+
 /// The compressed cells (server side): JSON text, 1 KiB with 16 in flight,
 /// 64 KiB with 1.
 const DEFLATE_CELLS: &[Cell] = &[
@@ -231,6 +261,15 @@ const DEFLATE_CELLS: &[Cell] = &[
         inflight: 1,
     },
 ];
+
+/// The handshake cell: clients opening, upgrading and closing connections
+/// one after another, each server in turn.
+const HANDSHAKE_CELLS: &[Cell] = &[Cell {
+    kind: Kind::Handshake,
+    payload: 0,
+    conns: 32,
+    inflight: 1,
+}];
 
 /// The resolved versions of the libraries compared, from the lock file.
 fn versions() -> String {
@@ -272,6 +311,8 @@ fn disturbance(before: Option<harness::CpuTicks>, secs: f64) -> String {
 struct Runner {
     timing: Timing,
     reps: usize,
+    /// Attempts per run ([`MAX_TRIES`]; 1 with `--quick`).
+    tries: usize,
     /// Runs discarded and repeated.
     retried: usize,
     /// Disturbed runs kept after [`MAX_TRIES`].
@@ -294,7 +335,7 @@ impl Runner {
             tries += 1;
             let (r, others) = harness::run(server, client, cell, self.timing);
             match &r {
-                Ok(x) if others > MAX_OTHERS && tries < MAX_TRIES => {
+                Ok(x) if others > MAX_OTHERS && tries < self.tries => {
                     self.retried += 1;
                     eprintln!(
                         "[{label}] run {rep}/{reps} {what}: {}/s, but other processes \
@@ -360,7 +401,10 @@ fn main() {
     let pick = |all: &[Cell]| -> Vec<Cell> {
         all.iter()
             .copied()
-            .filter(|c| args.cells.as_deref().is_none_or(|f| c.label().contains(f)))
+            .filter(|c| match args.cells.as_deref() {
+                Some(f) => c.label().contains(f),
+                None => !args.quick || QUICK.iter().any(|q| c.label().starts_with(q)),
+            })
             .collect()
     };
     let cells = if idle_only { Vec::new() } else { pick(CELLS) };
@@ -369,11 +413,17 @@ fn main() {
     } else {
         Vec::new()
     };
+    let hcells = if do_server {
+        pick(HANDSHAKE_CELLS)
+    } else {
+        Vec::new()
+    };
 
     let cpu_before = harness::CpuTicks::now();
     let mut runner = Runner {
         timing,
         reps,
+        tries: if args.quick { 1 } else { MAX_TRIES },
         retried: 0,
         kept_disturbed: 0,
     };
@@ -444,6 +494,28 @@ fn main() {
         }
     }
 
+    // The handshake cells: the ceiling is the last column.
+    let mut handshakes = vec![vec![Vec::new(); SERVERS.len() + 1]; hcells.len()];
+    for (ci, &cell) in hcells.iter().enumerate() {
+        for rep in 1..=reps {
+            let ceiling = ("raw server", Server::Local(handshakes::raw_server));
+            for (li, (name, s)) in SERVERS
+                .iter()
+                .chain([&ceiling])
+                .enumerate()
+                .filter(|(li, (n, _))| *li == SERVERS.len() || wanted(n))
+            {
+                handshakes[ci][li].push(rate(runner.one(
+                    &format!("handshakes {name}"),
+                    *s,
+                    handshakes::client,
+                    cell,
+                    rep,
+                )));
+            }
+        }
+    }
+
     let idle = do_idle.then(|| run_idle(&args, &wanted)).flatten();
 
     // Python or Node measured (a peer not installed is not among the libs).
@@ -475,14 +547,15 @@ fn main() {
          per connection. Ratios above 1 mean tether is faster. Total time {:.0} s; during it {} \
          (anything else running on the machine skews the numbers; {} run(s) during which other \
          processes took over {MAX_OTHERS:.0}% of a CPU were discarded and repeated after the machine \
-         was quiet again; {} disturbed run(s) kept after {MAX_TRIES} tries).\n\n",
+         was quiet again; {} disturbed run(s) kept after {} tries).\n\n",
         versions(),
         timing.measure.as_secs_f64(),
         timing.warmup.as_secs_f64(),
         started.elapsed().as_secs_f64(),
         disturbance(cpu_before, started.elapsed().as_secs_f64()),
         runner.retried,
-        runner.kept_disturbed
+        runner.kept_disturbed,
+        runner.tries
     )
     };
     let mut appendix = String::new();
@@ -556,6 +629,27 @@ fn main() {
         appendix.push_str(&side.samples_table(&dcells));
         appendix.push('\n');
     }
+    if !hcells.is_empty() {
+        let side = report::Side {
+            title: "Handshakes per second (server side)".into(),
+            note:
+                "N clients on the load CPU, each opening connections one after another: TCP connect, \
+                 the load generator's fixed-key upgrade request (101 and accept key checked; counted \
+                 here), a masked close frame, then reading until the server closes the TCP connection; \
+                 the client then closes with `SO_LINGER` 0 so that no TIME_WAIT socket is left (which \
+                 would use up the loopback's ephemeral ports). Upgrades per second over the counting \
+                 window. Every server is the echo server of the throughput cells. Ceiling: a raw \
+                 server (hand-written 101 answer, then the close frame answered; no echo buffers)."
+                .into(),
+            libs: SERVERS.iter().map(|(n, _)| n.to_string()).collect(),
+            ceiling: "raw (ceiling)".into(),
+            samples: handshakes,
+        };
+        doc.push_str(&side.table(&hcells));
+        doc.push('\n');
+        appendix.push_str(&side.samples_table(&hcells));
+        appendix.push('\n');
+    }
     if do_client && !cells.is_empty() {
         let side = report::Side {
             title: "Client side (library clients, one neutral echo server)".into(),
@@ -598,10 +692,10 @@ fn run_idle(args: &Args, wanted: &dyn Fn(&str) -> bool) -> Option<report::Idle> 
     let uses: Vec<raw::IdleUse> = idle::USES
         .iter()
         .copied()
-        .filter(|u| {
-            args.cells
-                .as_deref()
-                .is_none_or(|f| idle::label(*u).contains(f))
+        .filter(|u| match args.cells.as_deref() {
+            Some(f) => idle::label(*u).contains(f),
+            // --quick: the uncompressed cell only.
+            None => !args.quick || *u == raw::IdleUse::Plain,
         })
         .collect();
     // A peer that is not installed is left out, with one line saying so.
