@@ -3,6 +3,7 @@
 //! received (checked: binary, right length) send another.
 
 use crate::harness::{ClientFn, ConnFuture, Job, Tally};
+use crate::idioms;
 use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,20 +11,40 @@ use tokio::net::TcpStream;
 
 /// How every library client here is written, for the report.
 pub(crate) const STYLE: &str =
-    "one task per connection: send k messages, then `recv` one / `send` one \
-     (tether: `WebSocket::recv` + `WebSocket::send` without `split`, which lets tether coalesce \
-     the sends made while more input is buffered)";
+    "plain: one task per connection, send k messages, then `recv` one / `send` one \
+     (tether: `WebSocket::recv` + `WebSocket::send` without `split`). *(split)*: the connection \
+     split in two tasks, the reader passing one credit per echo to the writer, which awaits \
+     `send` for each message (the natural idiom; fastwebsockets: `split(tokio::io::split)`, a \
+     `FragmentCollectorRead`, the write half behind a mutex shared with the reader's \
+     obligated-send closure). *(split+forward)*: the same, but the writer forwards a stream of \
+     the messages into the library's `Sink` (`StreamExt::forward`: feed while messages are \
+     ready, flush when the stream waits)";
 
 /// The clients: label and connection function.
+/// Each library in three idioms (see [`crate::idioms`]): one task, split
+/// with one `send(..).await` per message, split with the messages forwarded
+/// into the `Sink` (fastwebsockets has no `Sink`).
 pub(crate) const CLIENTS: &[(&str, ClientFn)] = &[
     ("tether", tether),
-    ("tether (split)", tether_split),
+    ("tether (split)", idioms::tether_split),
+    ("tether (split+forward)", idioms::tether_forward),
     ("tokio-tungstenite", tungstenite),
+    ("tokio-tungstenite (split)", idioms::tungstenite_split),
+    (
+        "tokio-tungstenite (split+forward)",
+        idioms::tungstenite_forward,
+    ),
     ("fastwebsockets", fastwebsockets),
+    ("fastwebsockets (split)", idioms::fastwebsockets_split),
     ("tokio-websockets", tokio_websockets),
+    ("tokio-websockets (split)", idioms::tokio_websockets_split),
+    (
+        "tokio-websockets (split+forward)",
+        idioms::tokio_websockets_forward,
+    ),
 ];
 
-fn check(binary: bool, len: usize, job: &Job) -> Result<(), String> {
+pub(crate) fn check(binary: bool, len: usize, job: &Job) -> Result<(), String> {
     if !binary {
         return Err("echo is not a binary message".into());
     }
@@ -33,7 +54,7 @@ fn check(binary: bool, len: usize, job: &Job) -> Result<(), String> {
     Ok(())
 }
 
-async fn tcp(addr: SocketAddr) -> Result<TcpStream, String> {
+pub(crate) async fn tcp(addr: SocketAddr) -> Result<TcpStream, String> {
     let tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
@@ -61,51 +82,6 @@ fn tether(addr: SocketAddr, job: Arc<Job>, tally: Arc<Tally>) -> ConnFuture {
             ws.send(msg.clone()).await.map_err(|e| e.to_string())?;
         }
         Ok(())
-    })
-}
-
-/// tether, split: a reader task counts echoes and passes credits to a
-/// writer task, which sends one message per credit.
-fn tether_split(addr: SocketAddr, job: Arc<Job>, tally: Arc<Tally>) -> ConnFuture {
-    Box::pin(async move {
-        let ws = tether::ClientBuilder::new(format!("ws://{addr}/"))
-            .max_message_size(Some(16 << 20))
-            .connect()
-            .await
-            .map_err(|e| e.to_string())?;
-        tally.ready();
-        let (mut reader, writer) = ws.split();
-        let (credit_tx, mut credit_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let msg = tether::Message::binary(job.payload.clone());
-        let inflight = job.inflight;
-        let mut write = tokio::spawn(async move {
-            for _ in 0..inflight {
-                writer.send(msg.clone()).await.map_err(|e| e.to_string())?;
-            }
-            while credit_rx.recv().await.is_some() {
-                writer.send(msg.clone()).await.map_err(|e| e.to_string())?;
-            }
-            Ok::<(), String>(())
-        });
-        let read = async {
-            while let Some(r) = reader.recv().await {
-                let m = r.map_err(|e| e.to_string())?;
-                check(m.is_binary(), m.len(), &job)?;
-                tally.add(1);
-                let _ = credit_tx.send(());
-            }
-            Ok::<(), String>(())
-        };
-        tokio::select! {
-            r = read => {
-                write.abort();
-                r
-            }
-            w = &mut write => match w {
-                Ok(Err(e)) => Err(e),
-                _ => Err("the writer task ended".into()),
-            },
-        }
     })
 }
 
@@ -145,27 +121,36 @@ where
     }
 }
 
-/// fastwebsockets: `handshake::client` (hyper), a `FragmentCollector`,
-/// `write_frame` / `read_frame`.
-fn fastwebsockets(addr: SocketAddr, job: Arc<Job>, tally: Arc<Tally>) -> ConnFuture {
-    use fastwebsockets::{handshake, FragmentCollector, Frame, OpCode, Payload};
+/// fastwebsockets' client handshake through hyper, as its docs show.
+pub(crate) async fn fastwebsockets_connect(
+    addr: SocketAddr,
+) -> Result<fastwebsockets::WebSocket<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>, String> {
+    use fastwebsockets::handshake;
     use http_body_util::Empty;
     use hyper::body::Bytes;
     use hyper::header::{CONNECTION, UPGRADE};
+    let req = hyper::Request::builder()
+        .method("GET")
+        .uri(format!("http://{addr}/"))
+        .header("Host", addr.to_string())
+        .header(UPGRADE, "websocket")
+        .header(CONNECTION, "upgrade")
+        .header("Sec-WebSocket-Key", handshake::generate_key())
+        .header("Sec-WebSocket-Version", "13")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let (ws, _) = handshake::client(&SpawnExecutor, req, tcp(addr).await?)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(ws)
+}
+
+/// fastwebsockets: `handshake::client` (hyper), a `FragmentCollector`,
+/// `write_frame` / `read_frame`.
+fn fastwebsockets(addr: SocketAddr, job: Arc<Job>, tally: Arc<Tally>) -> ConnFuture {
+    use fastwebsockets::{FragmentCollector, Frame, OpCode, Payload};
     Box::pin(async move {
-        let req = hyper::Request::builder()
-            .method("GET")
-            .uri(format!("http://{addr}/"))
-            .header("Host", addr.to_string())
-            .header(UPGRADE, "websocket")
-            .header(CONNECTION, "upgrade")
-            .header("Sec-WebSocket-Key", handshake::generate_key())
-            .header("Sec-WebSocket-Version", "13")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let (ws, _) = handshake::client(&SpawnExecutor, req, tcp(addr).await?)
-            .await
-            .map_err(|e| e.to_string())?;
+        let ws = fastwebsockets_connect(addr).await?;
         let mut ws = FragmentCollector::new(ws);
         tally.ready();
         for _ in 0..job.inflight {

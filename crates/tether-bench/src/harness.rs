@@ -44,6 +44,9 @@ pub(crate) enum Kind {
     Pattern,
     /// Text messages of JSON, compressed with permessage-deflate both ways.
     JsonDeflate,
+    /// No messages: each client opens, upgrades and closes connections in
+    /// a loop (see [`crate::handshakes`]); the rate counts upgrades.
+    Handshake,
 }
 
 /// One cell of the benchmark: message size, connections, messages in flight.
@@ -70,6 +73,7 @@ impl Cell {
         match self.kind {
             Kind::Pattern => format!("{size}, {}x{}", self.conns, self.inflight),
             Kind::JsonDeflate => format!("JSON {size} deflate, {}x{}", self.conns, self.inflight),
+            Kind::Handshake => format!("handshakes, {} clients", self.conns),
         }
     }
 }
@@ -139,7 +143,7 @@ impl Job {
     /// Prepares the messages of `cell`.
     pub(crate) fn new(cell: Cell) -> Self {
         match cell.kind {
-            Kind::Pattern => {
+            Kind::Pattern | Kind::Handshake => {
                 let p = crate::raw::payload(cell.payload);
                 let frame = crate::raw::masked_frame(0x82, &p);
                 Job {

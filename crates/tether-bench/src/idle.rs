@@ -14,6 +14,7 @@
 
 use crate::harness::{self, Cell, Job, Kind, Server};
 use crate::raw::{self, IdleUse};
+use crate::report;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::Command;
@@ -305,6 +306,149 @@ fn poll_idle(open: &[TcpStream]) -> (usize, usize) {
         sent += usize::from(got);
     }
     (closed, sent)
+}
+
+/// The servers of the idle-memory cells, each with whether it supports
+/// permessage-deflate (the deflate cells).
+pub(crate) const SERVERS: &[(&str, Server, bool)] = &[
+    ("tether", Server::Local(crate::servers::tether), true),
+    (
+        "tokio-tungstenite (split+forward)",
+        Server::Local(crate::servers::tungstenite_forward),
+        false,
+    ),
+    (
+        "tokio-tungstenite (next/send)",
+        Server::Local(crate::servers::tungstenite_next_send),
+        false,
+    ),
+    (
+        "fastwebsockets",
+        Server::Local(crate::servers::fastwebsockets),
+        false,
+    ),
+    (
+        "tokio-websockets",
+        Server::Local(crate::servers::tokio_websockets),
+        false,
+    ),
+    (
+        "Python websockets",
+        Server::External(crate::peers::python),
+        true,
+    ),
+    ("Node ws", Server::External(crate::peers::node), true),
+];
+
+/// Runs the idle-memory cells picked by `--cells` for the servers picked
+/// by `--libs`, the cells in turn and the servers within each cell.
+pub(crate) fn run(
+    cells: Option<&str>,
+    quick: bool,
+    idle_conns: Option<usize>,
+    wanted: &dyn Fn(&str) -> bool,
+) -> Option<report::Idle> {
+    let uses: Vec<raw::IdleUse> = USES
+        .iter()
+        .copied()
+        .filter(|u| match cells {
+            Some(f) => label(*u).contains(f),
+            // --quick: the uncompressed cell only.
+            None => !quick || *u == raw::IdleUse::Plain,
+        })
+        .collect();
+    // A peer that is not installed is left out, with one line saying so.
+    let mut not_run = Vec::new();
+    let servers: Vec<&(&str, Server, bool)> = SERVERS
+        .iter()
+        .filter(|(n, ..)| wanted(n))
+        .filter(|(n, s, _)| match s {
+            Server::External(f) => f()
+                .map_err(|e| not_run.push(format!("{n}: not run ({e})")))
+                .is_ok(),
+            Server::Local(_) => true,
+        })
+        .collect();
+    for n in &not_run {
+        eprintln!("[idle] {n}");
+    }
+    if uses.is_empty() || (servers.is_empty() && not_run.is_empty()) {
+        return None;
+    }
+    let nofile = raise_nofile();
+    let asked = idle_conns.unwrap_or(if quick { 2_000 } else { 10_000 });
+    let conns = fit(asked, nofile);
+    let lowered = if conns < asked {
+        eprintln!("[idle] the open-file limit ({nofile}) leaves room for {conns} connections, not {asked}");
+        format!(
+            " (lowered from {asked}: the open-file limit is {nofile}, and the warm-up and a margin \
+             need the rest)"
+        )
+    } else {
+        String::new()
+    };
+    let mut results = vec![vec![None; uses.len()]; servers.len()];
+    for (ui, &what) in uses.iter().enumerate() {
+        for (si, &&(name, server, deflate)) in servers.iter().enumerate() {
+            if what != raw::IdleUse::Plain && !deflate {
+                continue;
+            }
+            let r = if conns == 0 {
+                Err("the open-file limit leaves no room for connections".into())
+            } else {
+                measure(name, server, what, conns)
+            };
+            match &r {
+                Ok(g) => eprintln!(
+                    "[idle] {name}, {}: {} KiB after {} warm-up connections, {} KiB after {conns} \
+                     more (opened in {:.1} s): {:.1} KiB/conn{}",
+                    label(what),
+                    g.baseline_kib,
+                    WARMUP,
+                    g.after_kib,
+                    g.open_secs,
+                    g.per_conn(),
+                    if g.sent_frames > 0 {
+                        format!(" (the server sent frames to {} of them)", g.sent_frames)
+                    } else {
+                        String::new()
+                    }
+                ),
+                Err(e) => eprintln!("[idle] {name}, {}: ERROR {e}", label(what)),
+            }
+            results[si][ui] = Some(r);
+        }
+    }
+    let note = format!(
+        "Each server runs alone in a child process pinned to one CPU, so that its resident memory is only \
+         the server's: the Rust servers are this binary run again with `--idle-server <label>`, serving \
+         with the throughput cells' connection handlers on a current-thread tokio runtime (tether: \
+         `ServerBuilder::new()`, which accepts permessage-deflate with a 12-bit server window and context \
+         takeover, plus `max_message_size(16 MiB)`); Python websockets and Node ws are the compressed \
+         cells' echo servers. The load side, on the other CPU, opens connections with the load \
+         generator's raw upgrade ({OPENING} handshakes at a time) and waits for every 101: without an \
+         extension offer for *idle, no compression*, with `{}` (what browsers send) for the deflate \
+         cells. It opens {warmup} connections first (so that runtime, allocator and tables are warm), \
+         lets the server settle (1 s, then until two reads 250 ms apart agree within 64 KiB) and reads \
+         its `VmRSS` from `/proc/<pid>/status`; then opens N = {conns} more{lowered}, lets it settle \
+         and reads it again. **KiB/conn = RSS growth / N.** *deflate, after one 1 KiB message*: each \
+         connection first sends one 1 KiB JSON text message, compressed (masked, RSV1), and waits for \
+         its compressed echo (inflated and compared). The connections stay open and silent (a check \
+         afterwards finds none closed by the server, and warns of any the server sent a frame to, such \
+         as a keepalive ping); all are closed and the server killed between cells. Socket buffers \
+         are the kernel's, not in RSS. **peer / tether**: the peer's KiB/conn divided by tether's; \
+         above 1 means tether is leaner. n/a: the library has no permessage-deflate.",
+        crate::deflate::BROWSER_OFFER,
+        OPENING = OPENING,
+        warmup = WARMUP,
+    );
+    Some(report::Idle {
+        note,
+        libs: servers.iter().map(|(n, ..)| n.to_string()).collect(),
+        cells: uses.iter().map(|u| label(*u).to_string()).collect(),
+        results,
+        not_run,
+    })
 }
 
 #[cfg(test)]

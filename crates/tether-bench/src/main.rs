@@ -16,6 +16,14 @@
 //! pinned to one CPU, the load on another pinned to the other CPU. Every
 //! cell is repeated (libraries interleaved) and the median is reported.
 //!
+//! - Handshakes: `N` clients each opening, upgrading and closing
+//!   connections in a loop against each server; upgrades per second (see
+//!   [`handshakes`]).
+//!
+//! - Client idioms: each library's client in one task, split in two tasks
+//!   with one `send(..).await` per message, and split with the messages
+//!   forwarded into its `Sink` (see [`idioms`]).
+//!
 //! - Idle memory: each server alone in a child process, the server's RSS
 //!   growth per upgraded connection left idle (see [`idle`]).
 //!
@@ -24,7 +32,8 @@
 //!   tokio-tungstenite's chat-server idiom and Python websockets'
 //!   `broadcast()` (see [`fanout`]).
 //!
-//! Run: `cargo run --release -p tether-bench -- [--quick]` (`--idle` for the
+//! Run: `cargo run --release -p tether-bench -- [--quick]` (`--quick`: the
+//! cells the hot path is judged by, one run each, in under two minutes; `--idle` for the
 //! idle-memory cells only, `--fanout` for the fan-out cells only). The
 //! tables go to stdout and to `target/bench-results.md`
 //! (`target/bench-fanout.md` for `--fanout`).
@@ -32,7 +41,9 @@
 mod clients;
 mod deflate;
 mod fanout;
+mod handshakes;
 mod harness;
+mod idioms;
 mod idle;
 mod peers;
 mod raw;
@@ -48,7 +59,8 @@ use std::time::{Duration, Instant};
 #[derive(Parser, Debug)]
 #[command(about = "Echo benchmark of tether against other Rust WebSocket libraries")]
 struct Args {
-    /// Short runs, one repetition (under a minute).
+    /// Short runs, one repetition, the main cells only, a disturbed run kept
+    /// (and counted) rather than repeated: under two minutes.
     #[arg(long)]
     quick: bool,
     /// Repetitions per cell, median reported (default 5; 1 with --quick).
@@ -117,41 +129,14 @@ const DEFLATE_SERVERS: &[(&str, Server)] = &[
     ("Node ws", Server::External(peers::node)),
 ];
 
-/// The servers of the idle-memory cells, each with whether it supports
-/// permessage-deflate (the deflate cells).
-const IDLE_SERVERS: &[(&str, Server, bool)] = &[
-    ("tether", Server::Local(servers::tether), true),
-    (
-        "tokio-tungstenite (split+forward)",
-        Server::Local(servers::tungstenite_forward),
-        false,
-    ),
-    (
-        "tokio-tungstenite (next/send)",
-        Server::Local(servers::tungstenite_next_send),
-        false,
-    ),
-    (
-        "fastwebsockets",
-        Server::Local(servers::fastwebsockets),
-        false,
-    ),
-    (
-        "tokio-websockets",
-        Server::Local(servers::tokio_websockets),
-        false,
-    ),
-    ("Python websockets", Server::External(peers::python), true),
-    ("Node ws", Server::External(peers::node), true),
-];
-
 /// Share of one CPU (percent) that other processes may take during a
 /// counting window before the run is repeated.
 const MAX_OTHERS: f64 = 10.0;
 /// Attempts per run before a disturbed result is kept anyway.
 const MAX_TRIES: usize = 4;
 
-/// The cells: 16 B and 1 KiB with 16 in flight, 64 KiB and 1 MiB with 1.
+/// The cells: 16 B and 1 KiB with 16 in flight, 64 KiB and 1 MiB with 1,
+/// and 16 B with 1 in flight on one connection (latency).
 const CELLS: &[Cell] = &[
     Cell {
         kind: Kind::Pattern,
@@ -167,6 +152,12 @@ const CELLS: &[Cell] = &[
     },
     Cell {
         kind: Kind::Pattern,
+        payload: 16,
+        conns: 1,
+        inflight: 1,
+    },
+    Cell {
+        kind: Kind::Pattern,
         payload: 1024,
         conns: 64,
         inflight: 16,
@@ -201,6 +192,17 @@ const CELLS: &[Cell] = &[
         conns: 1,
         inflight: 1,
     },
+];
+
+/// The cells `--quick` keeps (when `--cells` does not pick): the ones the
+/// hot path is judged by, so that a quick run takes under two minutes.
+const QUICK: &[&str] = &[
+    "16 B, 64x16",
+    "16 B, 1x1",
+    "1 KiB, 64x16",
+    "1 MiB, 64x1",
+    "JSON 1 KiB deflate, 64x16",
+    "handshakes",
 ];
 
 /// The compressed cells (server side): JSON text, 1 KiB with 16 in flight,
@@ -231,6 +233,15 @@ const DEFLATE_CELLS: &[Cell] = &[
         inflight: 1,
     },
 ];
+
+/// The handshake cell: clients opening, upgrading and closing connections
+/// one after another, each server in turn.
+const HANDSHAKE_CELLS: &[Cell] = &[Cell {
+    kind: Kind::Handshake,
+    payload: 0,
+    conns: 32,
+    inflight: 1,
+}];
 
 /// The resolved versions of the libraries compared, from the lock file.
 fn versions() -> String {
@@ -272,6 +283,8 @@ fn disturbance(before: Option<harness::CpuTicks>, secs: f64) -> String {
 struct Runner {
     timing: Timing,
     reps: usize,
+    /// Attempts per run ([`MAX_TRIES`]; 1 with `--quick`).
+    tries: usize,
     /// Runs discarded and repeated.
     retried: usize,
     /// Disturbed runs kept after [`MAX_TRIES`].
@@ -294,7 +307,7 @@ impl Runner {
             tries += 1;
             let (r, others) = harness::run(server, client, cell, self.timing);
             match &r {
-                Ok(x) if others > MAX_OTHERS && tries < MAX_TRIES => {
+                Ok(x) if others > MAX_OTHERS && tries < self.tries => {
                     self.retried += 1;
                     eprintln!(
                         "[{label}] run {rep}/{reps} {what}: {}/s, but other processes \
@@ -360,7 +373,10 @@ fn main() {
     let pick = |all: &[Cell]| -> Vec<Cell> {
         all.iter()
             .copied()
-            .filter(|c| args.cells.as_deref().is_none_or(|f| c.label().contains(f)))
+            .filter(|c| match args.cells.as_deref() {
+                Some(f) => c.label().contains(f),
+                None => !args.quick || QUICK.iter().any(|q| c.label().starts_with(q)),
+            })
             .collect()
     };
     let cells = if idle_only { Vec::new() } else { pick(CELLS) };
@@ -369,11 +385,17 @@ fn main() {
     } else {
         Vec::new()
     };
+    let hcells = if do_server {
+        pick(HANDSHAKE_CELLS)
+    } else {
+        Vec::new()
+    };
 
     let cpu_before = harness::CpuTicks::now();
     let mut runner = Runner {
         timing,
         reps,
+        tries: if args.quick { 1 } else { MAX_TRIES },
         retried: 0,
         kept_disturbed: 0,
     };
@@ -444,12 +466,36 @@ fn main() {
         }
     }
 
-    let idle = do_idle.then(|| run_idle(&args, &wanted)).flatten();
+    // The handshake cells: the ceiling is the last column.
+    let mut handshakes = vec![vec![Vec::new(); SERVERS.len() + 1]; hcells.len()];
+    for (ci, &cell) in hcells.iter().enumerate() {
+        for rep in 1..=reps {
+            let ceiling = ("raw server", Server::Local(handshakes::raw_server));
+            for (li, (name, s)) in SERVERS
+                .iter()
+                .chain([&ceiling])
+                .enumerate()
+                .filter(|(li, (n, _))| *li == SERVERS.len() || wanted(n))
+            {
+                handshakes[ci][li].push(rate(runner.one(
+                    &format!("handshakes {name}"),
+                    *s,
+                    handshakes::client,
+                    cell,
+                    rep,
+                )));
+            }
+        }
+    }
+
+    let idle = do_idle
+        .then(|| idle::run(args.cells.as_deref(), args.quick, args.idle_conns, &wanted))
+        .flatten();
 
     // Python or Node measured (a peer not installed is not among the libs).
     let peers_ran = !dcells.is_empty()
         || idle.as_ref().is_some_and(|i| {
-            IDLE_SERVERS
+            idle::SERVERS
                 .iter()
                 .any(|(n, s, _)| matches!(s, Server::External(_)) && i.libs.iter().any(|l| l == n))
         });
@@ -475,14 +521,15 @@ fn main() {
          per connection. Ratios above 1 mean tether is faster. Total time {:.0} s; during it {} \
          (anything else running on the machine skews the numbers; {} run(s) during which other \
          processes took over {MAX_OTHERS:.0}% of a CPU were discarded and repeated after the machine \
-         was quiet again; {} disturbed run(s) kept after {MAX_TRIES} tries).\n\n",
+         was quiet again; {} disturbed run(s) kept after {} tries).\n\n",
         versions(),
         timing.measure.as_secs_f64(),
         timing.warmup.as_secs_f64(),
         started.elapsed().as_secs_f64(),
         disturbance(cpu_before, started.elapsed().as_secs_f64()),
         runner.retried,
-        runner.kept_disturbed
+        runner.kept_disturbed,
+        runner.tries
     )
     };
     let mut appendix = String::new();
@@ -556,6 +603,27 @@ fn main() {
         appendix.push_str(&side.samples_table(&dcells));
         appendix.push('\n');
     }
+    if !hcells.is_empty() {
+        let side = report::Side {
+            title: "Handshakes per second (server side)".into(),
+            note:
+                "N clients on the load CPU, each opening connections one after another: TCP connect, \
+                 the load generator's fixed-key upgrade request (101 and accept key checked; counted \
+                 here), a masked close frame, then reading until the server closes the TCP connection; \
+                 the client then closes with `SO_LINGER` 0 so that no TIME_WAIT socket is left (which \
+                 would use up the loopback's ephemeral ports). Upgrades per second over the counting \
+                 window. Every server is the echo server of the throughput cells. Ceiling: a raw \
+                 server (hand-written 101 answer, then the close frame answered; no echo buffers)."
+                .into(),
+            libs: SERVERS.iter().map(|(n, _)| n.to_string()).collect(),
+            ceiling: "raw (ceiling)".into(),
+            samples: handshakes,
+        };
+        doc.push_str(&side.table(&hcells));
+        doc.push('\n');
+        appendix.push_str(&side.samples_table(&hcells));
+        appendix.push('\n');
+    }
     if do_client && !cells.is_empty() {
         let side = report::Side {
             title: "Client side (library clients, one neutral echo server)".into(),
@@ -590,112 +658,4 @@ fn main() {
         Ok(()) => eprintln!("wrote {}", out.display()),
         Err(e) => eprintln!("could not write {}: {e}", out.display()),
     }
-}
-
-/// Runs the idle-memory cells picked by `--cells` for the servers picked
-/// by `--libs`, the cells in turn and the servers within each cell.
-fn run_idle(args: &Args, wanted: &dyn Fn(&str) -> bool) -> Option<report::Idle> {
-    let uses: Vec<raw::IdleUse> = idle::USES
-        .iter()
-        .copied()
-        .filter(|u| {
-            args.cells
-                .as_deref()
-                .is_none_or(|f| idle::label(*u).contains(f))
-        })
-        .collect();
-    // A peer that is not installed is left out, with one line saying so.
-    let mut not_run = Vec::new();
-    let servers: Vec<&(&str, Server, bool)> = IDLE_SERVERS
-        .iter()
-        .filter(|(n, ..)| wanted(n))
-        .filter(|(n, s, _)| match s {
-            Server::External(f) => f()
-                .map_err(|e| not_run.push(format!("{n}: not run ({e})")))
-                .is_ok(),
-            Server::Local(_) => true,
-        })
-        .collect();
-    for n in &not_run {
-        eprintln!("[idle] {n}");
-    }
-    if uses.is_empty() || (servers.is_empty() && not_run.is_empty()) {
-        return None;
-    }
-    let nofile = idle::raise_nofile();
-    let asked = args
-        .idle_conns
-        .unwrap_or(if args.quick { 2_000 } else { 10_000 });
-    let conns = idle::fit(asked, nofile);
-    let lowered = if conns < asked {
-        eprintln!("[idle] the open-file limit ({nofile}) leaves room for {conns} connections, not {asked}");
-        format!(
-            " (lowered from {asked}: the open-file limit is {nofile}, and the warm-up and a margin \
-             need the rest)"
-        )
-    } else {
-        String::new()
-    };
-    let mut results = vec![vec![None; uses.len()]; servers.len()];
-    for (ui, &what) in uses.iter().enumerate() {
-        for (si, &&(name, server, deflate)) in servers.iter().enumerate() {
-            if what != raw::IdleUse::Plain && !deflate {
-                continue;
-            }
-            let r = if conns == 0 {
-                Err("the open-file limit leaves no room for connections".into())
-            } else {
-                idle::measure(name, server, what, conns)
-            };
-            match &r {
-                Ok(g) => eprintln!(
-                    "[idle] {name}, {}: {} KiB after {} warm-up connections, {} KiB after {conns} \
-                     more (opened in {:.1} s): {:.1} KiB/conn{}",
-                    idle::label(what),
-                    g.baseline_kib,
-                    idle::WARMUP,
-                    g.after_kib,
-                    g.open_secs,
-                    g.per_conn(),
-                    if g.sent_frames > 0 {
-                        format!(" (the server sent frames to {} of them)", g.sent_frames)
-                    } else {
-                        String::new()
-                    }
-                ),
-                Err(e) => eprintln!("[idle] {name}, {}: ERROR {e}", idle::label(what)),
-            }
-            results[si][ui] = Some(r);
-        }
-    }
-    let note = format!(
-        "Each server runs alone in a child process pinned to one CPU, so that its resident memory is only \
-         the server's: the Rust servers are this binary run again with `--idle-server <label>`, serving \
-         with the throughput cells' connection handlers on a current-thread tokio runtime (tether: \
-         `ServerBuilder::new()`, which accepts permessage-deflate with a 12-bit server window and context \
-         takeover, plus `max_message_size(16 MiB)`); Python websockets and Node ws are the compressed \
-         cells' echo servers. The load side, on the other CPU, opens connections with the load \
-         generator's raw upgrade ({OPENING} handshakes at a time) and waits for every 101: without an \
-         extension offer for *idle, no compression*, with `{}` (what browsers send) for the deflate \
-         cells. It opens {warmup} connections first (so that runtime, allocator and tables are warm), \
-         lets the server settle (1 s, then until two reads 250 ms apart agree within 64 KiB) and reads \
-         its `VmRSS` from `/proc/<pid>/status`; then opens N = {conns} more{lowered}, lets it settle \
-         and reads it again. **KiB/conn = RSS growth / N.** *deflate, after one 1 KiB message*: each \
-         connection first sends one 1 KiB JSON text message, compressed (masked, RSV1), and waits for \
-         its compressed echo (inflated and compared). The connections stay open and silent (a check \
-         afterwards finds none closed by the server, and warns of any the server sent a frame to, such \
-         as a keepalive ping); all are closed and the server killed between cells. Socket buffers \
-         are the kernel's, not in RSS. **peer / tether**: the peer's KiB/conn divided by tether's; \
-         above 1 means tether is leaner. n/a: the library has no permessage-deflate.",
-        deflate::BROWSER_OFFER,
-        OPENING = idle::OPENING,
-        warmup = idle::WARMUP,
-    );
-    Some(report::Idle {
-        note,
-        libs: servers.iter().map(|(n, ..)| n.to_string()).collect(),
-        cells: uses.iter().map(|u| idle::label(*u).to_string()).collect(),
-        results,
-        not_run,
-    })
 }

@@ -25,7 +25,7 @@ const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 /// The fixed masking key of the pre-encoded frames.
 const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 /// The GUID of RFC 6455 §1.3.
-const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+pub(crate) const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// Size of each connection's read buffer.
 const READ_BUF: usize = 256 * 1024;
 /// Payloads up to this size are compared byte for byte on every echo;
@@ -88,7 +88,10 @@ fn apply_mask(buf: &mut [u8], mask: [u8; 4], offset: usize) {
 
 /// Reads an HTTP head (up to the blank line) into `buf`; returns its length
 /// and the number of bytes read (the rest is the start of the frames).
-async fn read_head(tcp: &mut TcpStream, buf: &mut [u8]) -> Result<(usize, usize), String> {
+pub(crate) async fn read_head(
+    tcp: &mut TcpStream,
+    buf: &mut [u8],
+) -> Result<(usize, usize), String> {
     let mut n = 0;
     loop {
         if let Some(p) = buf[..n].windows(4).position(|w| w == b"\r\n\r\n") {

@@ -21,6 +21,11 @@ pub(crate) struct Side {
     pub(crate) samples: Vec<Vec<Samples>>,
 }
 
+/// Whether a column is one of tether's idioms (else a peer).
+fn is_tether(label: &str) -> bool {
+    label == "tether" || label.starts_with("tether ")
+}
+
 /// The median of the runs, or the first error.
 fn median(s: &Samples) -> Result<Option<f64>, String> {
     let mut v = Vec::with_capacity(s.len());
@@ -69,9 +74,15 @@ impl Side {
             let _ = write!(head, " {l} |");
             rule.push_str("---:|");
         }
-        for l in self.libs.iter().skip(1).chain([&self.ceiling]) {
-            let _ = write!(head, " tether / {l} |");
-            rule.push_str("---:|");
+        // Ratios of each tether idiom to the best peer of the cell (the
+        // fastest library not named tether) and to the ceiling.
+        let tethers: Vec<usize> = (0..n).filter(|&i| is_tether(&self.libs[i])).collect();
+        head.push_str(" best peer |");
+        rule.push_str("---|");
+        for &t in &tethers {
+            let l = &self.libs[t];
+            let _ = write!(head, " {l} / best peer | {l} / ceiling |");
+            rule.push_str("---:|---:|");
         }
         let _ = writeln!(out, "{head}\n{rule}");
         let mut errors = Vec::new();
@@ -98,12 +109,26 @@ impl Side {
                     m.map_or_else(|| if failed { "ERR".into() } else { "-".into() }, rate)
                 );
             }
-            for m in meds.iter().skip(1) {
-                let r = match (meds[0], *m) {
-                    (Some(t), Some(x)) if x > 0.0 => format!("{:.2}x", t / x),
-                    _ => "-".into(),
-                };
-                let _ = write!(row, " {r} |");
+            let best = (0..n)
+                .filter(|&i| !is_tether(&self.libs[i]))
+                .filter_map(|i| meds[i].map(|m| (i, m)))
+                .max_by(|a, b| a.1.total_cmp(&b.1));
+            let _ = write!(
+                row,
+                " {} |",
+                best.map_or("-", |(i, _)| self.libs[i].as_str())
+            );
+            let ratio = |t: Option<f64>, x: Option<f64>| match (t, x) {
+                (Some(t), Some(x)) if x > 0.0 => format!("{:.2}x", t / x),
+                _ => "-".into(),
+            };
+            for &t in &tethers {
+                let _ = write!(
+                    row,
+                    " {} | {} |",
+                    ratio(meds[t], best.map(|b| b.1)),
+                    ratio(meds[t], meds.get(n).copied().flatten())
+                );
             }
             let _ = writeln!(out, "{row}");
             verdicts.push(verdict(cell, &self.libs, &meds[..n]));
@@ -420,6 +445,45 @@ mod tests {
         assert!(
             s.contains("| tether | deflate | 1000 | 301000 | 1000 | 300.0 | 0.5 | 0 |"),
             "{s}"
+        );
+    }
+
+    #[test]
+    fn table_gives_each_tether_idiom_against_best_peer_and_ceiling() {
+        let cell = Cell {
+            kind: crate::harness::Kind::Pattern,
+            payload: 16,
+            conns: 1,
+            inflight: 1,
+        };
+        let side = Side {
+            title: "t".into(),
+            note: "n".into(),
+            libs: vec![
+                "tether".into(),
+                "tether (split)".into(),
+                "a".into(),
+                "b".into(),
+            ],
+            ceiling: "raw".into(),
+            samples: vec![vec![
+                vec![Ok(400.0)],
+                vec![Ok(100.0)],
+                vec![Ok(200.0)],
+                vec![Ok(250.0)],
+                vec![Ok(1000.0)],
+            ]],
+        };
+        let t = side.table(&[cell]);
+        assert!(
+            t.contains(
+                "| 16 B, 1x1 | 400 | 100 | 200 | 250 | 1.00k | b | 1.60x | 0.40x | 0.40x | 0.10x |"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("| tether (split) / best peer | tether (split) / ceiling |"),
+            "{t}"
         );
     }
 
