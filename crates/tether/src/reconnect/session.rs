@@ -17,6 +17,10 @@ use tether_proto::{CloseCode, Message};
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::time::Instant;
 
+/// The most queued messages one write of the session's connection task
+/// takes before it looks at the socket's input again.
+const MAX_BATCH: usize = 256;
+
 type OnConnect =
     dyn Fn(WebSocket) -> Pin<Box<dyn Future<Output = Result<WebSocket>> + Send>> + Send + Sync;
 
@@ -661,15 +665,38 @@ impl Driver {
                 self.closed_by_user(CloseCode::NORMAL, String::new(), opened);
                 return RunEnd::UserClosed;
             };
-            match ws.send(msg.clone()).await {
-                Ok(()) => {
-                    let (_, queued_end) = ws.write_progress();
-                    in_flight.push_back((queued_end, msg));
+            // Queue this message and those already waiting behind it, then
+            // write them out together: a sender that produces faster than
+            // the socket drains gets many frames per write instead of one
+            // write (and one flush) per message. The batch is bounded so
+            // that a busy sender does not keep this loop from reading.
+            let mut next = Some(msg);
+            let mut queued = 0;
+            let mut failed = None;
+            while let Some(m) = next.take() {
+                match futures_util::SinkExt::feed(&mut ws, m.clone()).await {
+                    Ok(()) => {
+                        let (_, queued_end) = ws.write_progress();
+                        in_flight.push_back((queued_end, m));
+                    }
+                    Err(_) => {
+                        failed = Some(m);
+                        break;
+                    }
                 }
-                Err(_) => {
-                    self.resend.push_front(msg);
-                    break RunEnd::Ended;
+                queued += 1;
+                if queued < MAX_BATCH {
+                    next = self.resend.pop_front().or_else(|| self.out_rx.try_recv());
                 }
+            }
+            if let Some(m) = failed {
+                self.resend.push_front(m);
+                break RunEnd::Ended;
+            }
+            // A failed flush leaves the messages not fully written in
+            // `in_flight`: they are sent again after reconnecting.
+            if ws.flush().await.is_err() {
+                break RunEnd::Ended;
             }
         };
         // Messages not completely written go first on the next connection.
