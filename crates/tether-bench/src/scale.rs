@@ -51,9 +51,12 @@ struct Outcome {
     cpu: Vec<(String, f64, f64, u64)>,
 }
 
+/// A process's user and system ticks, and its write syscalls.
+type Counters = (u64, u64, u64);
+
 /// user and system ticks of a process (fields 14 and 15 of its stat),
 /// and its write syscalls (`syscw` of `/proc/<pid>/io`, 0 if unreadable).
-fn ticks(pid: &str) -> Option<(u64, u64, u64)> {
+fn ticks(pid: &str) -> Option<Counters> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let f = |i: usize| rest.get(i).and_then(|x| x.parse::<u64>().ok());
@@ -231,7 +234,7 @@ async fn measure(
         if s == WARMUP {
             // Everything of the warm-up delivered: the window starts.
             wait_for(&tally, WARMUP * n).await?;
-            let cpu: Vec<(String, Option<(u64, u64, u64)>)> = procs
+            let cpu: Vec<(String, Option<Counters>)> = procs
                 .iter()
                 .map(|p| (p.name.clone(), ticks(&p.child.id().to_string())))
                 .chain(std::iter::once((
