@@ -31,6 +31,9 @@
 //!   connections, deliveries per second, tether's `Hub` against
 //!   tokio-tungstenite's chat-server idiom and Python websockets'
 //!   `broadcast()` (see [`fanout`]).
+//! - Scale-out (`--scale`, a separate run): fan-out through Redis across 3
+//!   `tether serve` processes against the in-process backend on one, with
+//!   latency and each process's CPU time (see [`scale`]).
 //!
 //! Run: `cargo run --release -p tether-bench -- [--quick]` (`--quick`: the
 //! cells the hot path is judged by, one run each, in under two minutes; `--idle` for the
@@ -48,6 +51,7 @@ mod idle;
 mod peers;
 mod raw;
 mod report;
+mod scale;
 mod servers;
 
 use clap::Parser;
@@ -90,6 +94,15 @@ struct Args {
     /// Connections in each fan-out cell (default 1000).
     #[arg(long)]
     fanout_conns: Option<usize>,
+    /// Only the scale-out cells: fan-out through Redis across 3
+    /// `tether serve` processes, against the in-process backend on one
+    /// (needs `redis-server` and `cargo build --release -p tether-cli`).
+    #[arg(long)]
+    scale: bool,
+    /// Clients on each server process in the Redis cell (default 300; the
+    /// in-process cell has 3 times as many on its one process).
+    #[arg(long)]
+    scale_conns: Option<usize>,
     /// Internal: serve this library's echo handler in this process (the
     /// server of an idle-memory cell).
     #[arg(long, hide = true, value_name = "LABEL")]
@@ -354,6 +367,10 @@ fn main() {
         warmup: Duration::from_secs_f64(args.warmup.unwrap_or(warmup)),
         measure: Duration::from_secs_f64(args.duration.unwrap_or(measure)),
     };
+    if args.scale {
+        scale::main(args.scale_conns, args.out.clone());
+        return;
+    }
     if args.fanout || args.side == "fanout" {
         let only = args.cells.as_deref();
         fanout::main(

@@ -16,6 +16,10 @@ use tether::{resume, CloseCode, ServerBuilder, WebSocket};
 /// The longest topic name (URL path) accepted.
 const MAX_TOPIC_LEN: usize = 256;
 
+/// How long `--redis` waits for Redis before listening anyway.
+#[cfg(feature = "redis")]
+const REDIS_STARTUP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub(crate) async fn run(builder: ServerBuilder, scheme: &str, args: &ServeArgs) -> ExitCode {
     let mut hub = Hub::builder().max_queue_bytes(args.max_queue_bytes);
     match &args.redis {
@@ -26,7 +30,22 @@ pub(crate) async fn run(builder: ServerBuilder, scheme: &str, args: &ServeArgs) 
                 redis = redis.history(n);
             }
             match redis.build() {
-                Ok(b) => hub = hub.backend(b),
+                Ok(b) => {
+                    // Listen once Redis is reached (or not, after a bound):
+                    // so that what the first clients publish reaches the
+                    // other processes, and has an id, rather than racing
+                    // the backend's first connection.
+                    let deadline = tokio::time::Instant::now() + REDIS_STARTUP_WAIT;
+                    while !b.is_connected() && tokio::time::Instant::now() < deadline {
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                    if !b.is_connected() {
+                        eprintln!(
+                            "* redis {url} unreachable: serving local members only until it is back"
+                        );
+                    }
+                    hub = hub.backend(b);
+                }
                 Err(e) => {
                     eprintln!("tether: --redis {url}: {}", chain(&e));
                     return ExitCode::from(EXIT_USAGE);

@@ -10,6 +10,7 @@ use crate::socket::{Offered, Target, WebSocket};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tether_proto::{Message, PreparedMessage};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -29,11 +30,14 @@ struct State {
     /// The last id delivered here.
     last: Option<MessageId>,
     /// What was delivered here lately, in order (messages and gap
-    /// notices): resuming clients are served from it without asking the
-    /// backend.
-    ring: VecDeque<Delivered>,
+    /// notices), with when: resuming clients are served from it without
+    /// asking the backend, and new members get what was delivered between
+    /// their handshake and their joining.
+    ring: VecDeque<(Instant, Delivered)>,
     /// The largest id dropped from `ring`.
     evicted: Option<MessageId>,
+    /// When the last entry dropped from `ring` had been delivered.
+    evicted_at: Option<Instant>,
 }
 
 #[derive(Clone)]
@@ -116,6 +120,7 @@ impl TopicCore {
                 last: None,
                 ring: VecDeque::new(),
                 evicted: None,
+                evicted_at: None,
             }),
             max_queue_bytes,
             ring_cap: ring_cap.max(1),
@@ -133,10 +138,13 @@ impl TopicCore {
     }
 
     fn remember(&self, st: &mut State, d: Delivered) {
-        st.ring.push_back(d);
+        st.ring.push_back((Instant::now(), d));
         while st.ring.len() > self.ring_cap {
-            if let Some(Delivered::Message(id, _)) = st.ring.pop_front() {
-                st.evicted = Some(id);
+            if let Some((at, d)) = st.ring.pop_front() {
+                st.evicted_at = Some(at);
+                if let Delivered::Message(id, _) = d {
+                    st.evicted = Some(id);
+                }
             }
         }
     }
@@ -205,12 +213,48 @@ impl TopicCore {
         }
     }
 
-    /// Adds a member that resumes after `from` (or starts live), replaying
-    /// what it missed. `history` is the backend's, fetched when the ring
-    /// does not reach back to `from`.
-    fn add(&self, mut entry: Entry, from: Option<MessageId>, history: Option<History>) {
+    /// Adds a member that resumes after `from`, replaying what it missed;
+    /// `history` is the backend's, fetched when the ring does not reach
+    /// back to `from`. Without `from`, the member starts with what was
+    /// delivered here since `since` (its handshake), if known.
+    fn add(
+        &self,
+        mut entry: Entry,
+        from: Option<MessageId>,
+        since: Option<Instant>,
+        history: Option<History>,
+    ) {
         let mut st = lock(&self.state);
         let limit = self.max_queue_bytes;
+        if let (None, Some(since)) = (from, since) {
+            // The client counts as connected from its 101 on, but joins
+            // only now: what was delivered in between is its to get, or a
+            // gap notice when the ring no longer holds all of it.
+            let mut replay: Vec<Delivered> = Vec::new();
+            if entry.framed && st.evicted_at.is_some_and(|at| at >= since) {
+                let before = st.ring.iter().find_map(|(_, d)| match d {
+                    Delivered::Message(id, _) => Some(*id),
+                    Delivered::Gap(_) => None,
+                });
+                // What came before the handshake is not known any more.
+                replay.push(Delivered::Gap(Gap {
+                    after: MessageId::ZERO,
+                    before,
+                }));
+            }
+            replay.extend(
+                st.ring
+                    .iter()
+                    .filter(|(at, d)| {
+                        *at >= since && (entry.framed || matches!(d, Delivered::Message(..)))
+                    })
+                    .map(|(_, d)| d.clone()),
+            );
+            if !offer_all(&*entry.target, replay, entry.framed, limit) {
+                return;
+            }
+            entry.skip_through = st.last;
+        }
         if let Some(from) = from {
             // What to send, in order.
             let mut replay: Vec<Delivered> = Vec::new();
@@ -228,7 +272,7 @@ impl TopicCore {
                 // The ring must continue where the history ended; if it
                 // dropped messages after that, they are lost here.
                 if st.evicted.is_some_and(|e| e > upto) {
-                    let before = st.ring.iter().find_map(|d| match d {
+                    let before = st.ring.iter().find_map(|(_, d)| match d {
                         Delivered::Message(id, _) if *id > upto => Some(*id),
                         _ => None,
                     });
@@ -238,7 +282,7 @@ impl TopicCore {
                     }));
                 }
             }
-            for d in &st.ring {
+            for (_, d) in &st.ring {
                 match d {
                     Delivered::Message(id, m) if *id > upto => {
                         upto = *id;
@@ -252,16 +296,8 @@ impl TopicCore {
                     _ => {}
                 }
             }
-            for d in replay {
-                let msg = match d {
-                    Delivered::Message(id, m) => resume::frame_message(Some(id), &m),
-                    Delivered::Gap(g) => resume::gap_notice(g),
-                };
-                if let Ok(p) = PreparedMessage::new(msg) {
-                    if !matches!(entry.target.offer(&p, limit), Offered::Queued(_)) {
-                        return; // closed (or too slow to take its own replay)
-                    }
-                }
+            if !offer_all(&*entry.target, replay, true, limit) {
+                return;
             }
             entry.skip_through = Some(upto.max(st.last.unwrap_or(upto)));
         }
@@ -271,8 +307,28 @@ impl TopicCore {
     /// True when the ring alone can serve a client resuming after `from`.
     fn covers(&self, from: MessageId) -> bool {
         let st = lock(&self.state);
-        st.ring.front().is_some_and(|d| from >= d.key())
+        st.ring.front().is_some_and(|(_, d)| from >= d.key())
     }
+}
+
+/// Queues a replay on a joining member: framed with ids and gap notices,
+/// or bare (gaps left out). False when the member closed (or was too slow
+/// to take its own replay).
+fn offer_all(target: &dyn Target, replay: Vec<Delivered>, framed: bool, limit: usize) -> bool {
+    for d in replay {
+        let msg = match d {
+            Delivered::Message(id, m) if framed => resume::frame_message(Some(id), &m),
+            Delivered::Message(_, m) => m,
+            Delivered::Gap(g) if framed => resume::gap_notice(g),
+            Delivered::Gap(_) => continue,
+        };
+        if let Ok(p) = PreparedMessage::new(msg) {
+            if !matches!(target.offer(&p, limit), Offered::Queued(_)) {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// The part of `gap` that a member with every message up to `seen` may
@@ -376,6 +432,13 @@ impl Topic {
     /// not reach back (or cannot be read). An invalid `last_id` counts as
     /// none.
     ///
+    /// Without a `last_id`, a connection accepted by a tether server first
+    /// gets the messages delivered in this process since its handshake (the
+    /// client counts as connected from the 101 on, and the join comes
+    /// later): from the recent messages, or, for a resuming client, after a
+    /// gap notice when they no longer hold all of them. So a client sees
+    /// every message published after its handshake, or a gap.
+    ///
     /// # Cancel safety
     /// Not cancel-safe: a cancelled join drops the connection.
     pub async fn join<S>(&self, ws: WebSocket<S>) -> Member<S>
@@ -391,6 +454,7 @@ impl Topic {
         };
         let id = MemberId(self.core.next_member.fetch_add(1, Ordering::Relaxed));
         let (reader, writer, handshake) = ws.split_with_handshake();
+        let since = handshake.upgraded_at;
         let entry = Entry {
             id,
             target: writer.target(),
@@ -409,7 +473,7 @@ impl Topic {
             ),
             _ => None,
         };
-        self.core.add(entry, from, history);
+        self.core.add(entry, from, since, history);
         let group: Arc<dyn Group> = self.core.clone();
         Member::new(id, reader, writer, handshake, Arc::downgrade(&group))
     }
@@ -445,3 +509,6 @@ impl Topic {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

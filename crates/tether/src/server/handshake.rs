@@ -23,6 +23,8 @@ pub(crate) struct Upgrade {
     pub(crate) response: Response,
     subprotocol: Option<String>,
     deflate: Option<DeflateParams>,
+    /// When it was decided: before the 101 is sent, whoever sends it.
+    at: std::time::Instant,
 }
 
 impl ServerBuilder {
@@ -55,6 +57,7 @@ impl ServerBuilder {
             response,
             subprotocol,
             deflate,
+            at: std::time::Instant::now(),
         })
     }
 }
@@ -77,6 +80,7 @@ impl Upgrade {
         let mut ws = WebSocket::from_parts(io, conn, leftover, Arc::new(builder.config.clone()));
         ws.set_subprotocol(self.subprotocol);
         ws.set_request(request);
+        ws.set_upgraded_at(self.at);
         ws
     }
 }

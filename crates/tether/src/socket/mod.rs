@@ -83,6 +83,9 @@ pub struct WebSocket<S = crate::MaybeTlsStream> {
     driver: Box<Driver<S>>,
     subprotocol: Option<String>,
     request: Option<Box<Request>>,
+    /// Server side: when the upgrade was decided, before the 101 went out.
+    /// A topic joined later replays what it delivered since then.
+    upgraded_at: Option<std::time::Instant>,
 }
 
 impl<S> std::fmt::Debug for WebSocket<S> {
@@ -109,6 +112,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             driver: Box::new(Driver::new(io, conn, config)),
             subprotocol: None,
             request: None,
+            upgraded_at: None,
         }
     }
 
@@ -129,6 +133,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     pub(crate) fn set_request(&mut self, r: Request) {
         self.request = Some(Box::new(r));
+    }
+
+    pub(crate) fn set_upgraded_at(&mut self, at: std::time::Instant) {
+        self.upgraded_at = Some(at);
     }
 
     pub(crate) fn set_shutdown(&mut self, token: CancellationToken, flag: Arc<AtomicBool>) {
@@ -314,6 +322,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             subprotocol: self.subprotocol,
             request: self.request,
             compression: self.driver.conn.deflate(),
+            upgraded_at: self.upgraded_at,
         };
         let (r, w) = split::split(*self.driver);
         (r, w, agreed)
@@ -327,6 +336,8 @@ pub(crate) struct Handshake {
     pub(crate) subprotocol: Option<String>,
     pub(crate) request: Option<Box<Request>>,
     pub(crate) compression: Option<crate::DeflateParams>,
+    /// Server side: when the upgrade was decided (before the 101).
+    pub(crate) upgraded_at: Option<std::time::Instant>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> FuturesStream for WebSocket<S> {
