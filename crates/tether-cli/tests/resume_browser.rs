@@ -22,13 +22,15 @@
 //! Chromium comes from `interop/install-chromium.sh`; `TETHER_CHROMIUM`
 //! overrides its path. Without it the test fails: it is never skipped.
 
-use std::path::PathBuf;
+mod support;
+
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::browser::{open_browser, TempDir};
 use tether::Message;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
 use tokio::time::timeout;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tether");
@@ -80,77 +82,6 @@ report.onopen = () => resumable(
 "#,
         snippet = snippet()
     )
-}
-
-fn chromium() -> PathBuf {
-    let path = std::env::var_os("TETHER_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    assert!(
-        path.is_file(),
-        "Chromium not found at {} (set TETHER_CHROMIUM); install it with \
-         `bash interop/install-chromium.sh` (as root)",
-        path.display()
-    );
-    path
-}
-
-/// A directory under the system's temporary one, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir =
-            std::env::temp_dir().join(format!("tether-{name}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Headless Chromium on `url`; its standard error kept for failures.
-fn open_browser(url: &str, profile: &TempDir) -> (Child, Arc<Mutex<Vec<u8>>>) {
-    let mut child = Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-proxy-server",
-        ])
-        .arg(format!("--user-data-dir={}", profile.0.display()))
-        .arg(url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start Chromium");
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let mut err = child.stderr.take().unwrap();
-    let sink = log.clone();
-    tokio::spawn(async move {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = err.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-            sink.lock().unwrap().extend_from_slice(&buf[..n]);
-        }
-    });
-    (child, log)
 }
 
 /// What the page reports on `/report` (the test's own commands and the

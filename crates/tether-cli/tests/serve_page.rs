@@ -18,13 +18,13 @@
 mod support;
 
 use serde_json::Value;
-use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
+use support::browser::{open_browser, TempDir};
 use support::{kill, Live};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, Command};
+use tokio::io::AsyncWriteExt;
+use tokio::process::Child;
 
 const SENT: &str = "hello from the console page";
 const TYPED: &str = "typed on the server";
@@ -72,79 +72,6 @@ const timer = setInterval(() => {
 </script>
 </body></html>
 "##;
-
-/// The Chromium binary; panics (the test fails) when it is missing.
-fn chromium() -> PathBuf {
-    let path = std::env::var_os("TETHER_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    assert!(
-        path.is_file(),
-        "Chromium not found at {} (set TETHER_CHROMIUM); install it with \
-         `bash interop/install-chromium.sh` (as root)",
-        path.display()
-    );
-    path
-}
-
-/// A directory under the system's temporary one, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir =
-            std::env::temp_dir().join(format!("tether-{name}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Headless Chromium on `url`, on a fresh profile; its standard error is
-/// kept for failure messages. Killed when dropped.
-fn open_browser(url: &str, profile: &TempDir) -> (Child, Arc<Mutex<Vec<u8>>>) {
-    let mut child = Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-proxy-server",
-        ])
-        .arg(format!("--user-data-dir={}", profile.0.display()))
-        .arg(url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start Chromium");
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let mut err = child.stderr.take().unwrap();
-    let sink = log.clone();
-    tokio::spawn(async move {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = err.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-            sink.lock().unwrap().extend_from_slice(&buf[..n]);
-        }
-    });
-    (child, log)
-}
 
 /// The next `message` event whose data is `want` (or, for a prefix ending
 /// in a space, starts with it); fails if Chromium exits first or the

@@ -4,6 +4,8 @@
 //! port; signals.
 #![allow(dead_code)] // each test file uses a part
 
+pub(crate) mod browser;
+
 use serde_json::Value;
 use std::process::Stdio;
 use std::time::Duration;
