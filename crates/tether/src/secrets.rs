@@ -157,6 +157,16 @@ impl Secrets {
     /// values. `Location` is left as it is, since a redirect is followed
     /// with it (its `Debug` redacts credential-like query values anyway).
     pub(crate) fn scrub_response(&self, r: &mut Response) {
+        self.scrub_response_keeping(r, true);
+    }
+
+    /// As [`Secrets::scrub_response`], `Location` included: for a proxy's
+    /// answer, whose redirects are never followed.
+    pub(crate) fn scrub_proxy_response(&self, r: &mut Response) {
+        self.scrub_response_keeping(r, false);
+    }
+
+    fn scrub_response_keeping(&self, r: &mut Response, keep_location: bool) {
         if self.0.is_empty() {
             return;
         }
@@ -180,7 +190,7 @@ impl Secrets {
             r.headers.remove(&name);
         }
         for (name, value) in r.headers.iter_mut() {
-            if name == http::header::LOCATION {
+            if keep_location && name == http::header::LOCATION {
                 continue;
             }
             if let Some(v) = self.scrub(value.as_bytes()) {
@@ -219,6 +229,20 @@ mod tests {
             r.headers.contains_key("proxy-authenticate"),
             "other fields stay"
         );
+    }
+
+    #[test]
+    fn a_proxy_answer_is_scrubbed_location_included() {
+        let mut s = Secrets::default();
+        s.add_basic("fuzz", "hunter2");
+        let mut r = Response::new(302).header("location", "http://x/hunter2");
+        s.scrub_proxy_response(&mut r);
+        assert_eq!(r.header_str("location"), Some("http://x/<redacted>"));
+        assert!(!format!("{r:?}").contains("hunter2"));
+        // A server's redirect is followed: its Location is kept as it is.
+        let mut r = Response::new(302).header("location", "http://x/hunter2");
+        s.scrub_response(&mut r);
+        assert_eq!(r.header_str("location"), Some("http://x/hunter2"));
     }
 
     fn scrubbed(s: &Secrets, text: &str) -> String {

@@ -111,7 +111,7 @@ impl Proxy {
         if let Some((user, pass)) = &self.credentials {
             let mut secrets = crate::secrets::Secrets::default();
             secrets.add_basic(user, pass);
-            secrets.scrub_response(&mut response);
+            secrets.scrub_proxy_response(&mut response);
         }
         let status = response.status;
         // 407 is the proxy's "credentials needed or refused"; some proxies
