@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
+use super::TempDir;
+
 /// The Chromium binary; panics (the test fails) when it is missing.
 pub(crate) fn chromium() -> PathBuf {
     let path = std::env::var_os("TETHER_CHROMIUM")
@@ -21,28 +23,6 @@ pub(crate) fn chromium() -> PathBuf {
         path.display()
     );
     path
-}
-
-/// A directory under the system's temporary one, removed when dropped.
-pub(crate) struct TempDir(pub(crate) PathBuf);
-
-impl TempDir {
-    pub(crate) fn new(name: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir =
-            std::env::temp_dir().join(format!("tether-{name}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Headless Chromium on `url`, on a fresh profile; its standard error is
