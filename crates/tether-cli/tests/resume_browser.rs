@@ -8,11 +8,15 @@
 //! opens, and talks to the test over the topic `/report`: it reports each
 //! message the snippet hands to the application (`got <payload>`), each
 //! gap (`gap <after> <before>`), each connection (`url <url>`), its
-//! opening (`open`) and its end (`closed`); the test's commands are `cut` (close the feed's socket and
+//! opening (`open`), the server's position notice on it (`pos`) and its
+//! end (`closed`); the test's commands are `cut` (close the feed's socket and
 //! hold reconnects: while held, the snippet's attempts go to a closed
 //! port and fail) and `release`. The test publishes on `/feed` as a plain
 //! client.
 //!
+//! 0. Away before any message (2 published meanwhile); release: the
+//!    snippet reconnects from the position the server gave it and gets
+//!    both, no gap.
 //! 1. 5 messages live; cut; 5 published while away; release: the snippet
 //!    reconnects with `?last_id=` and gets the 5 it missed, then live ones:
 //!    1 to 11 in order, each once, no gap.
@@ -66,6 +70,9 @@ window.WebSocket = class extends Native {{
       say("url " + url);
       this.addEventListener("open", () => say("open"));
       this.addEventListener("close", () => say("closed"));
+      this.addEventListener("message", (e) => {{
+        if (typeof e.data === "string" && e.data.startsWith("p ")) say("pos");
+      }});
     }}
   }}
 }};
@@ -176,6 +183,23 @@ async fn the_documented_browser_client_resumes_without_gap_or_duplicate_and_repo
     // Open: from here on it gets every message published (the server
     // replays what it delivered between the 101 and the join).
     assert_eq!(page.next(&["open"]).await, "open");
+
+    // 0. Away before the first message: the position notice is all the
+    // snippet has to resume from.
+    assert_eq!(page.next(&["pos"]).await, "pos");
+    page.send("cut").await;
+    assert_eq!(page.next(&["closed"]).await, "closed");
+    for m in ["a", "b"] {
+        feed.send(Message::text(m)).await.unwrap();
+    }
+    page.send("release").await;
+    let again = page.next(&["url"]).await;
+    assert!(
+        again.contains("last_id="),
+        "resumes from its position: {again}"
+    );
+    assert_eq!(page.next(&["open"]).await, "open");
+    assert_eq!(page.messages(2).await, ["a", "b"], "nothing lost, no gap");
 
     // 1. Live, away (5 published meanwhile), back: each once, in order.
     for i in 1..=5 {

@@ -398,3 +398,54 @@ async fn d_history_shorter_than_the_absence_gives_a_gap() {
         }
     }
 }
+
+/// Waits until a resuming session has a resume point.
+async fn positioned(s: &Session) -> MessageId {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(id) = s.last_id() {
+            return id;
+        }
+        assert!(Instant::now() < deadline, "no position from the server");
+        sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e_a_client_whose_server_dies_before_its_first_message_misses_nothing() {
+    let redis = Redis::start(free_port()).await;
+    let a = Server::start(&redis.url(), &[]).await;
+    let b = Server::start(&redis.url(), &[]).await;
+    // Topic "f" has a message already, published through B: A has never
+    // delivered it, so A asks Redis where the stream stands. Topic "e" has
+    // no stream at all.
+    let mut pf = publisher(&b.topic("f")).await;
+    pf.send(Message::text("old")).await.unwrap();
+    assert_eq!(pf.recv().await.unwrap().unwrap(), Message::text("old"));
+    let mut e = resuming(&a.topic("e"), &[b.topic("e")]);
+    let mut f = resuming(&a.topic("f"), &[b.topic("f")]);
+    assert_eq!(
+        positioned(&e).await,
+        MessageId::ZERO,
+        "before the first entry"
+    );
+    let at = positioned(&f).await;
+    assert!(at > MessageId::ZERO, "after the old message: {at}");
+    // A dies before either client received a message; three are published
+    // on each topic through B while they are away.
+    let mut a = a;
+    a.child.kill().await.unwrap();
+    let mut pe = publisher(&b.topic("e")).await;
+    for i in 1..=3 {
+        pe.send(Message::text(i.to_string())).await.unwrap();
+        pf.send(Message::text(i.to_string())).await.unwrap();
+    }
+    for s in [&mut e, &mut f] {
+        for i in 1..=3u64 {
+            match timeout(Duration::from_secs(10), s.recv_or_gap()).await {
+                Ok(Some(Received::Message(m))) => assert_eq!(number(&m), i),
+                other => panic!("expected message {i}, got {other:?}"),
+            }
+        }
+    }
+}

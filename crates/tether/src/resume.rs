@@ -13,6 +13,11 @@
 //!   backend was unreachable: it cannot be replayed).
 //! - It first replays, in order, the messages after `last_id` that its
 //!   history holds, then continues live: no duplicate, no gap.
+//! - After that replay it tells the client its position, a text message
+//!   `p <id>`: the client has every message up to `<id>` (or was told of
+//!   the gap). A client that has not received any message yet learns from
+//!   it where to resume from, so what is published while it is away is not
+//!   lost after its very first connection either.
 //! - When the history no longer reaches back to `last_id` (or cannot be
 //!   read), it sends a gap notice first, a text message
 //!   `g <after> <before>`: messages after `<after>` and before `<before>`
@@ -145,6 +150,7 @@ pub enum Received {
 
 /// One message of a server that selected [`SUBPROTOCOL`], parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Frame {
     /// A data message, its framing line removed.
     Message {
@@ -155,6 +161,9 @@ pub enum Frame {
     },
     /// A gap notice.
     Gap(Gap),
+    /// The client's position (`p <id>`): it has every message up to this
+    /// id, or was told of the gap. Sent once on joining, after the replay.
+    Position(MessageId),
 }
 
 /// A message that does not follow [`SUBPROTOCOL`].
@@ -217,8 +226,16 @@ impl Frame {
             };
             return Ok(Frame::Message { id, message });
         }
+        // The notices are one line, nothing after it.
+        let notice = rest.is_none() && data.len() <= head_len;
+        if let Some(id) = line.strip_prefix("p ") {
+            if !notice || !msg.is_text() {
+                return Err(InvalidFrame);
+            }
+            return id.parse().map(Frame::Position).map_err(|_| InvalidFrame);
+        }
         if let Some(ids) = line.strip_prefix("g ") {
-            if rest.is_some_and(|s| s < data.len()) || data.len() > head_len {
+            if !notice {
                 return Err(InvalidFrame);
             }
             let (after, before) = ids.split_once(' ').ok_or(InvalidFrame)?;
@@ -257,6 +274,11 @@ pub(crate) fn frame_message(id: Option<MessageId>, msg: &Message) -> Message {
 pub(crate) fn gap_notice(gap: Gap) -> Message {
     let before = gap.before.map_or("-".to_string(), |b| b.to_string());
     Message::text(format!("g {} {before}", gap.after))
+}
+
+/// The position notice for `id`.
+pub(crate) fn position_notice(id: MessageId) -> Message {
+    Message::text(format!("p {id}"))
 }
 
 /// The resume point in a request target's query (`/path?last_id=...`), if
@@ -355,6 +377,11 @@ mod tests {
             before: None,
         };
         assert_eq!(Frame::parse(&gap_notice(g)).unwrap(), Frame::Gap(g));
+        let p = MessageId::new(3, 4);
+        assert_eq!(
+            Frame::parse(&position_notice(p)).unwrap(),
+            Frame::Position(p)
+        );
     }
 
     #[test]
@@ -367,10 +394,18 @@ mod tests {
             "g a b",
             "x 1-1\n",
             "g 1-1 2-2\nextra",
+            "g 1-1 2-2\n",
+            "p",
+            "p ",
+            "p -",
+            "p 1-1 2-2",
+            "p 1-1\n",
+            "p 1-1\nextra",
         ] {
             assert!(Frame::parse(&Message::text(bad)).is_err(), "{bad:?}");
         }
         assert!(Frame::parse(&Message::binary(vec![b'm'; 10_000])).is_err());
+        assert!(Frame::parse(&Message::binary(&b"p 1-1"[..])).is_err());
         assert!(Frame::parse(&Message::Ping(Bytes::new())).is_err());
     }
 

@@ -217,12 +217,17 @@ impl TopicCore {
     /// `history` is the backend's, fetched when the ring does not reach
     /// back to `from`. Without `from`, the member starts with what was
     /// delivered here since `since` (its handshake), if known.
+    ///
+    /// A framed member then gets its position (`p <id>`): the last id it
+    /// has, or where it starts (`position`, the backend's, when nothing was
+    /// delivered here yet).
     fn add(
         &self,
         mut entry: Entry,
         from: Option<MessageId>,
         since: Option<Instant>,
         history: Option<History>,
+        position: Option<MessageId>,
     ) {
         let mut st = lock(&self.state);
         let limit = self.max_queue_bytes;
@@ -300,6 +305,16 @@ impl TopicCore {
                 return;
             }
             entry.skip_through = Some(upto.max(st.last.unwrap_or(upto)));
+        }
+        if entry.framed {
+            let at = entry.skip_through.or(st.last).max(position);
+            if let Some(at) = at {
+                if let Ok(p) = PreparedMessage::new(resume::position_notice(at)) {
+                    if !matches!(entry.target.offer(&p, limit), Offered::Queued(_)) {
+                        return;
+                    }
+                }
+            }
         }
         st.members.push(entry);
     }
@@ -473,7 +488,21 @@ impl Topic {
             ),
             _ => None,
         };
-        self.core.add(entry, from, since, history);
+        // A resuming client with no message yet learns where it starts, so
+        // that its next reconnect resumes from there. Asked of the backend
+        // only when nothing was delivered here yet.
+        let position = if framed && from.is_none() && self.core.last_id().is_none() {
+            self.backend
+                .position(&self.core.name)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(topic = %self.core.name, error = %e, "cannot read the topic's position");
+                    None
+                })
+        } else {
+            None
+        };
+        self.core.add(entry, from, since, history, position);
         let group: Arc<dyn Group> = self.core.clone();
         Member::new(id, reader, writer, handshake, Arc::downgrade(&group))
     }

@@ -6,7 +6,7 @@ use super::{Event, ReconnectPolicy};
 use crate::client::ClientBuilder;
 use crate::error::{Error, ErrorKind, Initiator, Result};
 use crate::queue;
-use crate::resume::{self, Frame, MessageId, Received};
+use crate::resume::{self, Frame, Gap, MessageId, Received};
 use crate::socket::{EndInfo, WebSocket};
 use std::collections::VecDeque;
 use std::future::Future;
@@ -176,6 +176,7 @@ impl SessionBuilder {
             state: state_tx,
             ctl: ctl.clone(),
             resend: VecDeque::new(),
+            unplaced: false,
         };
         let task = tokio::spawn(driver.run());
         Session {
@@ -452,6 +453,10 @@ struct Driver {
     /// Messages to send first on the next connection: they were not
     /// completely written when the previous one died.
     resend: VecDeque<Message>,
+    /// A connection under tether.resume.v1 ended before the server said
+    /// where the client stood (no id, no position): what was published
+    /// until the next connection may be lost, and is reported as a gap.
+    unplaced: bool,
 }
 
 enum RunEnd {
@@ -550,6 +555,12 @@ impl Driver {
                 tracing::warn!(%gap, "the server reports a gap in the stream");
                 let _ = self.in_tx.send_gap(gap).await;
             }
+            Ok(Frame::Position(id)) => {
+                let mut last = self.last_id.lock().unwrap_or_else(|p| p.into_inner());
+                if !last.is_some_and(|l| id <= l) {
+                    *last = Some(id);
+                }
+            }
             // Not framed after all: pass it on as it is.
             Err(_) => {
                 let _ = self.in_tx.send(m).await;
@@ -614,6 +625,14 @@ impl Driver {
     async fn serve(&mut self, mut ws: WebSocket) -> RunEnd {
         let opened = Instant::now();
         let framed = ws.subprotocol() == Some(resume::SUBPROTOCOL);
+        if std::mem::take(&mut self.unplaced) {
+            let gap = Gap {
+                after: MessageId::ZERO,
+                before: None,
+            };
+            tracing::warn!(%gap, "the last connection ended before the server gave a resume point");
+            let _ = self.in_tx.send_gap(gap).await;
+        }
         let _ = self.state.send(SessionState::Open { latency: None });
         let mut latency = None;
         // (end offset in the written byte stream, message) for messages
@@ -699,6 +718,9 @@ impl Driver {
                 break RunEnd::Ended;
             }
         };
+        if framed && self.last_id().is_none() {
+            self.unplaced = true;
+        }
         // Messages not completely written go first on the next connection.
         let (written, _) = ws.write_progress();
         let unsent: Vec<Message> = in_flight

@@ -65,6 +65,24 @@ pub trait Backend: Send + Sync + 'static {
     /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the history
     /// cannot be read.
     fn history<'a>(&'a self, topic: &'a str, after: MessageId) -> BoxFuture<'a, Result<History>>;
+
+    /// Where a client that joins `topic` now starts: an id such that every
+    /// message published later has a greater one and
+    /// [`history`](Backend::history) after it reports no gap while nothing
+    /// was lost (the id of the last message recorded, or a mark before
+    /// the first one when there is none). Sent to a resuming client that
+    /// has no message yet, so that it can resume after a disconnect.
+    ///
+    /// The default says it cannot tell (`Ok(None)`): such a client then
+    /// learns its position from the first message it gets.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the backend
+    /// cannot be read.
+    fn position<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<Option<MessageId>>> {
+        let _ = topic;
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// What a [`Backend`] holds of a topic after some id.

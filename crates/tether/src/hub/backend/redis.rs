@@ -60,6 +60,19 @@ local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV
 return {origin or '', maxdel, entries, firstid}
 ";
 
+/// Where a joining client starts: the stream's last generated id (every
+/// later entry is above it, trimmed or not), or `0-0` when there is no
+/// stream yet (see `history`: a resume from `0-0` is from the beginning).
+const POSITION: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then return info[i + 1] end
+  end
+end
+return '0-0'
+";
+
 const PAGE: usize = 1000;
 
 /// Settings of a [`RedisBackend`]; made by [`RedisBackend::builder`].
@@ -130,6 +143,7 @@ impl RedisBackendBuilder {
             outages: AtomicU64::new(0),
             publish: Script::new(PUBLISH),
             history_script: Script::new(HISTORY),
+            position_script: Script::new(POSITION),
         });
         let task = tokio::spawn(supervise(Arc::downgrade(&shared), self.backoff));
         Ok(RedisBackend { shared, task })
@@ -229,6 +243,7 @@ struct Shared {
     outages: AtomicU64,
     publish: Script,
     history_script: Script,
+    position_script: Script,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -295,6 +310,19 @@ impl Shared {
         }
     }
 
+    async fn position(&self, topic: &str) -> Result<Option<MessageId>> {
+        let mut conn = self.connection().ok_or_else(unreachable)?;
+        let mut inv = self.position_script.prepare_invoke();
+        inv.key(self.key("s", topic));
+        let id: String = timeout(self.timeout, inv.invoke_async(&mut conn))
+            .await
+            .map_err(|_| unreachable())?
+            .map_err(|e| backend_error("reading the position failed", e))?;
+        id.parse()
+            .map(Some)
+            .map_err(|e| backend_error("XINFO returned an invalid id", e))
+    }
+
     async fn history(&self, topic: &str, after: MessageId) -> Result<History> {
         let mut conn = self.connection().ok_or_else(unreachable)?;
         let stream = self.key("s", topic);
@@ -350,9 +378,13 @@ impl Shared {
             (Some(f), Some(o)) => f > after && f != o,
             _ => false,
         };
+        // `0-0` is a position from before the stream existed (`position`):
+        // from the beginning, so only trimming loses messages for it. (A
+        // stream lost with Redis's data while such a client was away goes
+        // unnoticed: nothing is left that says it existed.)
         let lost = match origin {
-            Some(o) => after < o || maxdel > after || trimmed_past,
-            None => true,
+            Some(o) => (after < o && after != MessageId::ZERO) || maxdel > after || trimmed_past,
+            None => after != MessageId::ZERO,
         };
         let gap = lost.then(|| Gap {
             after,
@@ -447,6 +479,10 @@ impl Backend for RedisBackend {
 
     fn history<'a>(&'a self, topic: &'a str, after: MessageId) -> BoxFuture<'a, Result<History>> {
         Box::pin(self.shared.history(topic, after))
+    }
+
+    fn position<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<Option<MessageId>>> {
+        Box::pin(self.shared.position(topic))
     }
 }
 

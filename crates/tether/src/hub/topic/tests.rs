@@ -75,6 +75,17 @@ fn message(id: MessageId, i: usize) -> Frame {
     }
 }
 
+/// A Session's policy that reconnects within tens of milliseconds.
+fn fast_policy() -> crate::reconnect::ReconnectPolicy {
+    crate::reconnect::ReconnectPolicy::default().backoff(crate::reconnect::Backoff {
+        initial_max: Duration::from_millis(20),
+        min: Duration::from_millis(20),
+        factor: 2.0,
+        max: Duration::from_millis(100),
+        jitter: 0.5,
+    })
+}
+
 /// Nothing more arrives for a moment.
 async fn quiet(c: &mut WebSocket<DuplexStream>) {
     assert!(
@@ -93,6 +104,8 @@ async fn a_resuming_member_gets_what_it_missed_from_the_ring_then_live_ones_once
     for (i, id) in ids.iter().enumerate().skip(4) {
         assert_eq!(next(&mut client).await, message(*id, i));
     }
+    // Then its position: where its next reconnect resumes.
+    assert_eq!(next(&mut client).await, Frame::Position(ids[9]));
     // Live ones follow, each once.
     let live = publish_n(&topic, 10, 12).await;
     assert_eq!(next(&mut client).await, message(live[0], 10));
@@ -107,6 +120,7 @@ async fn a_member_that_has_every_message_gets_only_the_next_ones() {
     let ids = publish_n(&topic, 0, 5).await;
     let (server, mut client) = pair(&format!("/t?last_id={}", ids[4]), true, None);
     join(&topic, server).await;
+    assert_eq!(next(&mut client).await, Frame::Position(ids[4]));
     let live = publish_n(&topic, 5, 6).await;
     assert_eq!(next(&mut client).await, message(live[0], 5));
     quiet(&mut client).await;
@@ -124,6 +138,7 @@ async fn the_backend_history_serves_what_the_ring_no_longer_holds() {
     for (i, id) in ids.iter().enumerate().skip(2) {
         assert_eq!(next(&mut client).await, message(*id, i));
     }
+    assert_eq!(next(&mut client).await, Frame::Position(ids[19]));
     quiet(&mut client).await;
 }
 
@@ -145,6 +160,7 @@ async fn a_gap_when_neither_ring_nor_history_reaches_back() {
     for (i, id) in ids.iter().enumerate().skip(15) {
         assert_eq!(next(&mut client).await, message(*id, i));
     }
+    assert_eq!(next(&mut client).await, Frame::Position(ids[19]));
     quiet(&mut client).await;
 }
 
@@ -165,6 +181,7 @@ async fn an_id_from_before_the_backend_started_is_a_gap() {
     );
     assert_eq!(next(&mut client).await, message(ids[0], 0));
     assert_eq!(next(&mut client).await, message(ids[1], 1));
+    assert_eq!(next(&mut client).await, Frame::Position(ids[1]));
 }
 
 #[tokio::test]
@@ -203,6 +220,10 @@ async fn messages_delivered_between_the_handshake_and_the_join_reach_a_new_membe
     let live = publish_n(&topic, 5, 6).await;
     for (i, id) in window.iter().chain(&live).enumerate() {
         assert_eq!(next(&mut framed_client).await, message(*id, i + 2));
+        if i + 1 == window.len() {
+            // The replay ends with the framed member's position.
+            assert_eq!(next(&mut framed_client).await, Frame::Position(*id));
+        }
         let m = timeout(T, plain_client.recv())
             .await
             .unwrap()
@@ -232,6 +253,7 @@ async fn a_gap_when_the_ring_lost_messages_delivered_after_the_handshake() {
     for (i, id) in window.iter().enumerate().skip(3) {
         assert_eq!(next(&mut client).await, message(*id, i));
     }
+    assert_eq!(next(&mut client).await, Frame::Position(window[5]));
     quiet(&mut client).await;
 }
 
@@ -267,5 +289,144 @@ async fn a_server_handshake_records_the_upgrade_before_the_101() {
         f => panic!("{f:?}"),
     }
     drop(ws);
+    server.shutdown().await;
+}
+
+// The position notice: a resuming client that has not received a message
+// yet learns where it stands, so that a reconnect before its first message
+// loses nothing.
+
+#[tokio::test]
+async fn a_new_member_learns_its_position_and_resumes_from_it_with_nothing_lost() {
+    let hub = hub(100, 100);
+    let topic = hub.topic("t").unwrap();
+    // An empty topic: the position is a mark before every message.
+    let (server, mut client) = pair("/t", true, Some(Instant::now()));
+    join(&topic, server).await;
+    let Frame::Position(start) = next(&mut client).await else {
+        panic!("a position first");
+    };
+    drop(client);
+    // Published while the client is away, before it received anything.
+    let missed = publish_n(&topic, 0, 3).await;
+    assert!(missed[0] > start);
+    let (server, mut client) = pair(&format!("/t?last_id={start}"), true, None);
+    join(&topic, server).await;
+    for (i, id) in missed.iter().enumerate() {
+        assert_eq!(
+            next(&mut client).await,
+            message(*id, i),
+            "no gap, nothing lost"
+        );
+    }
+    assert_eq!(next(&mut client).await, Frame::Position(missed[2]));
+    quiet(&mut client).await;
+}
+
+#[tokio::test]
+async fn a_new_member_of_a_topic_with_messages_starts_after_the_last() {
+    let hub = hub(100, 100);
+    let topic = hub.topic("t").unwrap();
+    let old = publish_n(&topic, 0, 2).await;
+    let (server, mut client) = pair("/t", true, Some(Instant::now()));
+    join(&topic, server).await;
+    assert_eq!(next(&mut client).await, Frame::Position(old[1]));
+    // A plain member gets no position.
+    let (plain, mut plain_client) = pair("/t", false, Some(Instant::now()));
+    join(&topic, plain).await;
+    let live = publish_n(&topic, 2, 3).await;
+    assert_eq!(next(&mut client).await, message(live[0], 2));
+    let m = timeout(T, plain_client.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(m, Message::text("2"));
+}
+
+#[tokio::test]
+async fn a_session_that_drops_before_its_first_message_resumes_from_its_position() {
+    // A real server and a resuming Session: the Session connects to an
+    // empty topic, the server goes away before any message, three are
+    // published while it is down, and the Session gets all three after
+    // the server comes back on the same port.
+    let hub = hub(100, 100);
+    let serve = |addr: String, hub: Hub| async move {
+        crate::ServerBuilder::new()
+            .subprotocols([resume::SUBPROTOCOL])
+            .serve(addr, move |ws| {
+                let topic = hub.topic("t").unwrap();
+                async move {
+                    let mut member = topic.join(ws).await;
+                    while member.recv().await.is_some() {}
+                }
+            })
+            .await
+            .unwrap()
+    };
+    let server = serve("127.0.0.1:0".into(), hub.clone()).await;
+    let addr = server.local_addr();
+    let policy = fast_policy();
+    let mut session = crate::ClientBuilder::new(format!("ws://{addr}/t"))
+        .session(policy)
+        .resume(true)
+        .start();
+    let deadline = Instant::now() + T;
+    while session.last_id().is_none() {
+        assert!(Instant::now() < deadline, "no position received");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.shutdown().await;
+    let topic = hub.topic("t").unwrap();
+    publish_n(&topic, 0, 3).await;
+    let server = serve(addr.to_string(), hub.clone()).await;
+    for i in 0..3 {
+        let got = timeout(T, session.recv_or_gap()).await.unwrap().unwrap();
+        assert_eq!(
+            got,
+            resume::Received::Message(Message::text(i.to_string())),
+            "every message published while away, and no gap"
+        );
+    }
+    session.close(crate::CloseCode::NORMAL, "").await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_session_that_drops_before_it_has_a_position_reports_a_gap() {
+    // A server that speaks the protocol but closes the first connection
+    // before saying anything: the Session cannot know what it missed.
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = count.clone();
+    let server = crate::ServerBuilder::new()
+        .subprotocols([resume::SUBPROTOCOL])
+        .serve("127.0.0.1:0", move |mut ws| {
+            let n = c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                if n > 0 {
+                    let _ = ws.send(Message::text("m 5-0\nhello")).await;
+                    while ws.recv().await.is_some() {}
+                }
+            }
+        })
+        .await
+        .unwrap();
+    let policy = fast_policy();
+    let mut session = crate::ClientBuilder::new(format!("ws://{}/t", server.local_addr()))
+        .session(policy)
+        .resume(true)
+        .start();
+    let got = timeout(T, session.recv_or_gap()).await.unwrap().unwrap();
+    assert_eq!(
+        got,
+        resume::Received::Gap(Gap {
+            after: MessageId::ZERO,
+            before: None
+        })
+    );
+    let got = timeout(T, session.recv_or_gap()).await.unwrap().unwrap();
+    assert_eq!(got, resume::Received::Message(Message::text("hello")));
+    assert_eq!(session.last_id(), Some(MessageId::new(5, 0)));
+    session.close(crate::CloseCode::NORMAL, "").await;
     server.shutdown().await;
 }
