@@ -84,6 +84,7 @@ pub struct RedisBackendBuilder {
     history: usize,
     backoff: Backoff,
     timeout: Duration,
+    ping_interval: Duration,
 }
 
 impl RedisBackendBuilder {
@@ -117,6 +118,17 @@ impl RedisBackendBuilder {
         self
     }
 
+    /// How often the subscription is checked with a `PING` when nothing
+    /// else shows it alive (default 10 s). A Redis that does not answer
+    /// within [`timeout`](RedisBackendBuilder::timeout) counts as lost and
+    /// is reconnected: without it, a silent network partition (no RST, no
+    /// FIN) would leave the process subscribed to nothing until TCP gave
+    /// up, many minutes later.
+    pub fn ping_interval(mut self, d: Duration) -> Self {
+        self.ping_interval = d.max(Duration::from_millis(10));
+        self
+    }
+
     /// The backend; it connects in a background task (so it needs a tokio
     /// runtime), and keeps reconnecting while Redis is unreachable.
     ///
@@ -136,6 +148,7 @@ impl RedisBackendBuilder {
             prefix: self.prefix,
             history: self.history,
             timeout: self.timeout,
+            ping_interval: self.ping_interval,
             conn: Mutex::new(None),
             up: AtomicBool::new(false),
             sinks: Mutex::new(HashMap::new()),
@@ -215,6 +228,7 @@ impl RedisBackend {
                 jitter: 0.5,
             },
             timeout: Duration::from_secs(2),
+            ping_interval: Duration::from_secs(10),
         }
     }
 
@@ -234,6 +248,7 @@ struct Shared {
     prefix: String,
     history: usize,
     timeout: Duration,
+    ping_interval: Duration,
     /// The command connection while Redis is reachable.
     conn: Mutex<Option<MultiplexedConnection>>,
     up: AtomicBool,
@@ -570,11 +585,24 @@ async fn connect_and_run(s: &Shared, down_since: &mut Option<Instant>) -> Result
         );
     }
     let channel_prefix = format!("{}p:", s.prefix);
-    let mut stream = pubsub.on_message();
+    let (mut control, mut stream) = pubsub.split();
+    // Keepalive: a message received proves the subscription alive; after
+    // `ping_interval` without one, a PING must be answered in time.
+    let mut last_heard = Instant::now();
     loop {
+        let ping_at = last_heard + s.ping_interval;
         tokio::select! {
+            () = tokio::time::sleep_until(ping_at) => {
+                let pong = timeout(s.timeout, control.ping::<Value>()).await;
+                if !matches!(pong, Ok(Ok(_))) {
+                    tracing::debug!("redis did not answer a ping on the subscription in time");
+                    return Ok(());
+                }
+                last_heard = Instant::now();
+            }
             m = stream.next() => {
                 let Some(m) = m else { return Ok(()) };
+                last_heard = Instant::now();
                 let Some(topic) = m.get_channel_name().strip_prefix(&channel_prefix) else {
                     continue;
                 };
