@@ -10,6 +10,10 @@
 //!   rotates credentials (close 1012);
 //! - next request: 401, the token expired; after one refresh, 401 again:
 //!   the token was revoked. The client stops, and says why.
+//!
+//! Then a second server, a feed of ticks on a topic (`tether.resume.v1`),
+//! restarts in the middle of the stream: the ticks published while it is
+//! down reach the client after it reconnects, each once, in order.
 
 use crate::output::chain;
 use clap::Args;
@@ -17,7 +21,9 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tether::hub::Hub;
 use tether::reconnect::{Backoff, DelaySource, Event, ReconnectPolicy, SessionState};
+use tether::resume::{self, Received};
 use tether::{
     ClientBuilder, CloseCode, CredentialsRequest, Message, Response, ServerBuilder, WebSocket,
 };
@@ -190,6 +196,7 @@ pub(crate) async fn run(_args: DemoArgs) -> ExitCode {
         );
     }
     server.abort();
+    let feed = resume_story(narrator.clone()).await;
     let elapsed = narrator.start.elapsed();
     let s = seen.lock().unwrap_or_else(|p| p.into_inner());
     let checks = [
@@ -222,6 +229,10 @@ pub(crate) async fn run(_args: DemoArgs) -> ExitCode {
         (
             "revoked token: 401 again, clean and clear stop",
             s.stopped_on_401.is_some(),
+        ),
+        (
+            "a feed across a server restart: every tick once, in order, none lost",
+            feed.is_ok_and(|got| got == (1..=TICKS).collect::<Vec<_>>()),
         ),
         (
             "finished in under a minute",
@@ -433,4 +444,144 @@ async fn connection_c(mut ws: WebSocket, n: &Narrator, seen: &Mutex<Seen>) {
     let _ = ws
         .close(CloseCode::SERVICE_RESTART, "rotating credentials")
         .await;
+}
+
+/// Ticks of the feed in step 7.
+const TICKS: u32 = 12;
+
+/// Step 7: a feed on a topic whose server restarts mid-stream. The hub
+/// (the topic's history) outlives the listener, as Redis would in
+/// production (`tether serve --redis`). Returns the ticks the client got,
+/// in the order it got them.
+async fn resume_story(n: Arc<Narrator>) -> Result<Vec<u32>, String> {
+    n.step(7, "a feed that survives a server restart");
+    let hub = Hub::new();
+    let listen = |addr: std::net::SocketAddr, hub: Hub| async move {
+        ServerBuilder::new()
+            .subprotocols([resume::SUBPROTOCOL])
+            .serve(addr, move |ws: WebSocket| {
+                let topic = hub.topic("ticks");
+                async move {
+                    let Ok(topic) = topic else { return };
+                    let mut member = topic.join(ws).await;
+                    while let Some(Ok(_)) = member.recv().await {}
+                }
+            })
+            .await
+            .map_err(|e| chain(&e))
+    };
+    let server = listen("127.0.0.1:0".parse().expect("an address"), hub.clone()).await?;
+    let addr = server.local_addr();
+    let topic = hub.topic("ticks").map_err(|e| chain(&e))?;
+    n.say("server: publishing a tick every 0.1 s on /ticks; each carries an id");
+    let last_seen: Arc<Mutex<Option<String>>> = Arc::default();
+    let (nr, seen) = (n.clone(), last_seen.clone());
+    let policy = ReconnectPolicy::default()
+        .backoff(Backoff {
+            initial_max: Duration::from_millis(100),
+            min: Duration::from_millis(200),
+            factor: 1.6,
+            max: Duration::from_millis(400),
+            jitter: 0.5,
+        })
+        .on_event(move |ev| match ev {
+            // The end of the story closes with 1000: nothing to tell.
+            Event::Closed { code, reason, .. } if code.is_some_and(|c| c.0 != 1000) => nr.say(&format!(
+                "client: the connection ended: {}; reconnecting with backoff",
+                crate::output::close_text(code.map(|c| c.0), reason)
+            )),
+            Event::Connected { attempt } if *attempt > 1 => {
+                let id = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                nr.say(&format!(
+                    "client: reconnected, asking for what came after the last id it saw (?last_id={})",
+                    id.unwrap_or_default()
+                ));
+            }
+            _ => {}
+        });
+    let mut session = ClientBuilder::new(format!("ws://{addr}/ticks"))
+        .session(policy)
+        .resume(true)
+        .start();
+    let mut states = session.watch();
+    let opened = states.wait_for(|s| matches!(s, SessionState::Open { .. }));
+    if tokio::time::timeout(Duration::from_secs(5), opened)
+        .await
+        .is_err()
+    {
+        return Err("the client did not connect".into());
+    }
+    drop(states);
+    let (down_tx, mut down_rx) = tokio::sync::watch::channel(Vec::<u32>::new());
+    // The restart waits until the client has shown tick 4, so that the
+    // story reads in order.
+    let shown_4 = Arc::new(tokio::sync::Notify::new());
+    let shown = shown_4.clone();
+    let np = n.clone();
+    let publisher = tokio::spawn(async move {
+        let mut server = Some(server);
+        let mut missed = Vec::new();
+        for i in 1..=TICKS {
+            let _ = topic.publish(Message::text(format!("tick {i}"))).await;
+            if server.is_none() {
+                missed.push(i);
+            }
+            if i == 4 {
+                let _ = tokio::time::timeout(Duration::from_secs(2), shown.notified()).await;
+                np.say(
+                    "server: restarting (close 1001); ticks 5 to 7 are published while it is down",
+                );
+                if let Some(s) = server.take() {
+                    s.shutdown().await;
+                }
+            }
+            if i == 7 {
+                server = listen(addr, hub.clone()).await.ok();
+                let _ = down_tx.send(missed.clone());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if let Some(s) = server {
+            s.shutdown().await;
+        }
+    });
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while got.len() < TICKS as usize {
+        let item = tokio::select! {
+            r = session.recv_or_gap() => r,
+            _ = tokio::time::sleep_until(deadline) => None,
+        };
+        match item {
+            Some(Received::Message(m)) => {
+                let text = m.as_text().unwrap_or("").to_string();
+                let Some(i) = text.strip_prefix("tick ").and_then(|t| t.parse().ok()) else {
+                    return Err(format!("unexpected message {text:?}"));
+                };
+                let missed = down_rx.borrow_and_update().clone();
+                if missed.contains(&i) {
+                    n.say(&format!(
+                        "client: received {text:?} (published while the server was down: replayed after reconnecting)"
+                    ));
+                } else {
+                    n.say(&format!("client: received {text:?}"));
+                }
+                got.push(i);
+                *last_seen.lock().unwrap_or_else(|p| p.into_inner()) =
+                    session.last_id().map(|id| id.to_string());
+                if i == 4 {
+                    shown_4.notify_one();
+                }
+            }
+            Some(Received::Gap(g)) => return Err(format!("a gap: {g}")),
+            None => break,
+        }
+    }
+    n.say(&format!(
+        "client: {} ticks, in order, each once: nothing lost across the restart",
+        got.len()
+    ));
+    session.close(CloseCode::NORMAL, "").await;
+    let _ = publisher.await;
+    Ok(got)
 }

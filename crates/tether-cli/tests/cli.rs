@@ -394,6 +394,8 @@ async fn the_demo_tells_the_whole_story_and_passes() {
         "Step 4",
         "Step 5",
         "Step 6",
+        "Step 7",
+        "replayed after reconnecting",
         "Every step behaved as expected",
     ] {
         assert!(
