@@ -389,6 +389,31 @@ pub(crate) struct Measured {
     /// (frames only; counted by the load generator, zero for other clients).
     pub(crate) up: f64,
     pub(crate) down: f64,
+    /// CPU time of the server thread per echoed message, in nanoseconds
+    /// (servers that run in this process only).
+    pub(crate) server_ns: Option<f64>,
+    /// CPU time of the client thread (all the load's connections) per
+    /// echoed message, in nanoseconds.
+    pub(crate) client_ns: Option<f64>,
+}
+
+/// The in-process server thread's id, for reading its CPU time (0: none).
+static SERVER_TID: AtomicU64 = AtomicU64::new(0);
+
+/// This thread's id, from `/proc/thread-self` (`<pid>/task/<tid>`).
+fn thread_id() -> Option<u64> {
+    let link = std::fs::read_link("/proc/thread-self").ok()?;
+    link.file_name()?.to_str()?.parse().ok()
+}
+
+/// CPU time (user and system) of thread `tid` of this process so far, in
+/// nanoseconds: the first field of its `schedstat`, the scheduler's own
+/// precise count (the tick counts of `stat` are too coarse for a window
+/// of half a second). Time the hypervisor steals is not in it, so CPU per
+/// message is far steadier than messages per second on a noisy machine.
+fn thread_cpu_ns(tid: u64) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+    s.split_whitespace().next()?.parse().ok()
 }
 
 /// A server started for one run: where it listens, and how to stop it.
@@ -415,6 +440,7 @@ fn start_thread(server: ServerFn) -> Result<(SocketAddr, Running), String> {
         .name("bench-server".into())
         .spawn(move || {
             pin_to_cpu(0);
+            SERVER_TID.store(thread_id().unwrap_or(0), Ordering::Relaxed);
             let rt = runtime();
             rt.block_on(async move {
                 let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -599,9 +625,23 @@ async fn measure(
         )
     };
     let cpu0 = CpuTicks::now_with(child);
+    // The server thread's CPU time counts only when it runs in this process.
+    let server_tid = match child {
+        None => Some(SERVER_TID.load(Ordering::Relaxed)).filter(|&t| t != 0),
+        Some(_) => None,
+    };
+    let client_tid = thread_id();
+    let threads = || {
+        (
+            server_tid.and_then(thread_cpu_ns),
+            client_tid.and_then(thread_cpu_ns),
+        )
+    };
+    let (sv0, cl0) = threads();
     let (c0, s0, r0, t0) = counters();
     tokio::time::sleep(timing.measure).await;
     let (c1, s1, r1, t1) = counters();
+    let (sv1, cl1) = threads();
     let secs = (t1 - t0).as_secs_f64();
     let others = match (cpu0, CpuTicks::now_with(child)) {
         (Some(b), Some(a)) => a.since(&b, secs).0,
@@ -611,11 +651,17 @@ async fn measure(
         return Err(e);
     }
     let per_msg = |bytes: u64| bytes as f64 / (c1 - c0).max(1) as f64;
+    let ns = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) if c1 > c0 => Some(b.saturating_sub(a) as f64 / (c1 - c0) as f64),
+        _ => None,
+    };
     Ok((
         Measured {
             rate: (c1 - c0) as f64 / secs,
             up: per_msg(s1 - s0),
             down: per_msg(r1 - r0),
+            server_ns: ns(sv0, sv1),
+            client_ns: ns(cl0, cl1),
         },
         others,
     ))

@@ -114,6 +114,10 @@ struct Args {
     /// Only the libraries whose label contains this (the raw ceiling always runs).
     #[arg(long)]
     libs: Option<String>,
+    /// Skip the raw ceiling in the echo cells (for profiling one library
+    /// alone; the ratio columns then show `-`).
+    #[arg(long)]
+    no_ceiling: bool,
     /// Where to write the markdown report.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -346,6 +350,56 @@ impl Runner {
     }
 }
 
+/// The runs of one library in one cell.
+type Runs = Vec<Result<Measured, String>>;
+
+/// How the CPU-efficiency tables are measured.
+const CPU_NOTE: &str = "The same runs as the table above, measured differently: echoed messages \
+    divided by the CPU time that the measured side's thread used over the counting window (the \
+    scheduler's count from `/proc/self/task/<tid>/schedstat`, user and system time, so kernel \
+    work on the socket is included, and time the hypervisor stole is not). A saturated thread's \
+    throughput is this figure (in the many-connection cells the server thread is saturated, and \
+    the two tables agree); in the latency-bound cells (1x1) it shows what each message costs, \
+    which messages per second hide behind the wait for the peer. Above 1: tether does the same \
+    work with less CPU. (It is no steadier than messages per second here: run to run, the CPU \
+    cost of the same work moves with the machine.)";
+
+/// The messages-per-second samples of each library in each cell.
+fn rates(rows: &[Vec<Runs>]) -> Vec<Vec<report::Samples>> {
+    rows.iter()
+        .map(|row| {
+            row.iter()
+                .map(|runs| runs.iter().map(|r| r.clone().map(|m| m.rate)).collect())
+                .collect()
+        })
+        .collect()
+}
+
+/// Messages per second of one thread's CPU time (`ns`: its nanoseconds per
+/// message), for each library in each cell.
+fn per_cpu_second(
+    rows: &[Vec<Runs>],
+    ns: impl Fn(&Measured) -> Option<f64>,
+) -> Vec<Vec<report::Samples>> {
+    rows.iter()
+        .map(|row| {
+            row.iter()
+                .map(|runs| {
+                    runs.iter()
+                        .map(|r| {
+                            let m = r.as_ref().map_err(Clone::clone)?;
+                            match ns(m) {
+                                Some(n) if n > 0.0 => Ok(1e9 / n),
+                                _ => Err("no CPU time measured".into()),
+                            }
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+        .collect()
+}
+
 fn main() {
     let args = Args::parse();
     if let Some(label) = &args.idle_server {
@@ -424,22 +478,24 @@ fn main() {
     let mut client = vec![vec![Vec::new(); clients::CLIENTS.len()]; cells.len()];
     for (ci, &cell) in cells.iter().enumerate() {
         for rep in 1..=reps {
-            ceiling[ci].push(rate(runner.one(
-                "raw generator -> raw server",
-                Server::Local(raw::echo_server),
-                raw::loadgen,
-                cell,
-                rep,
-            )));
+            if !args.no_ceiling {
+                ceiling[ci].push(runner.one(
+                    "raw generator -> raw server",
+                    Server::Local(raw::echo_server),
+                    raw::loadgen,
+                    cell,
+                    rep,
+                ));
+            }
             if do_server {
                 for (li, (name, s)) in SERVERS.iter().enumerate().filter(|(_, (n, _))| wanted(n)) {
-                    server[ci][li].push(rate(runner.one(
+                    server[ci][li].push(runner.one(
                         &format!("server {name}"),
                         *s,
                         raw::loadgen,
                         cell,
                         rep,
-                    )));
+                    ));
                 }
             }
             if do_client {
@@ -448,13 +504,13 @@ fn main() {
                     .enumerate()
                     .filter(|(_, (n, _))| wanted(n))
                 {
-                    client[ci][li].push(rate(runner.one(
+                    client[ci][li].push(runner.one(
                         &format!("client {name}"),
                         Server::Local(raw::echo_server),
                         *f,
                         cell,
                         rep,
-                    )));
+                    ));
                 }
             }
         }
@@ -494,13 +550,13 @@ fn main() {
                 .enumerate()
                 .filter(|(li, (n, _))| *li == SERVERS.len() || wanted(n))
             {
-                handshakes[ci][li].push(rate(runner.one(
+                handshakes[ci][li].push(runner.one(
                     &format!("handshakes {name}"),
                     *s,
                     handshakes::client,
                     cell,
                     rep,
-                )));
+                ));
             }
         }
     }
@@ -550,10 +606,11 @@ fn main() {
     )
     };
     let mut appendix = String::new();
-    let with_ceiling = |libs: Vec<Vec<report::Samples>>| -> Vec<Vec<report::Samples>> {
-        libs.into_iter()
+    let with_ceiling = |libs: &[Vec<Runs>]| -> Vec<Vec<Runs>> {
+        libs.iter()
             .zip(ceiling.iter())
-            .map(|(mut row, c)| {
+            .map(|(row, c)| {
+                let mut row = row.clone();
                 row.push(c.clone());
                 row
             })
@@ -568,11 +625,22 @@ fn main() {
                 .into(),
             libs: SERVERS.iter().map(|(n, _)| n.to_string()).collect(),
             ceiling: "raw (ceiling)".into(),
-            samples: with_ceiling(server),
+            samples: rates(&with_ceiling(&server)),
         };
         doc.push_str(&side.table(&cells));
         doc.push('\n');
         appendix.push_str(&side.samples_table(&cells));
+        appendix.push('\n');
+        let cpu = report::Side {
+            title: "Server side, CPU efficiency: echoes per second of server CPU time".into(),
+            note: CPU_NOTE.into(),
+            libs: side.libs.clone(),
+            ceiling: side.ceiling.clone(),
+            samples: per_cpu_second(&with_ceiling(&server), |m| m.server_ns),
+        };
+        doc.push_str(&cpu.table(&cells));
+        doc.push('\n');
+        appendix.push_str(&cpu.samples_table(&cells));
         appendix.push('\n');
     }
     if !dcells.is_empty() {
@@ -634,11 +702,22 @@ fn main() {
                 .into(),
             libs: SERVERS.iter().map(|(n, _)| n.to_string()).collect(),
             ceiling: "raw (ceiling)".into(),
-            samples: handshakes,
+            samples: rates(&handshakes),
         };
         doc.push_str(&side.table(&hcells));
         doc.push('\n');
         appendix.push_str(&side.samples_table(&hcells));
+        appendix.push('\n');
+        let cpu = report::Side {
+            title: "Handshakes, CPU efficiency: upgrades per second of server CPU time".into(),
+            note: CPU_NOTE.into(),
+            libs: side.libs.clone(),
+            ceiling: side.ceiling.clone(),
+            samples: per_cpu_second(&handshakes, |m| m.server_ns),
+        };
+        doc.push_str(&cpu.table(&hcells));
+        doc.push('\n');
+        appendix.push_str(&cpu.samples_table(&hcells));
         appendix.push('\n');
     }
     if do_client && !cells.is_empty() {
@@ -651,11 +730,22 @@ fn main() {
             ),
             libs: clients::CLIENTS.iter().map(|(n, _)| n.to_string()).collect(),
             ceiling: "raw (ceiling)".into(),
-            samples: with_ceiling(client),
+            samples: rates(&with_ceiling(&client)),
         };
         doc.push_str(&side.table(&cells));
         doc.push('\n');
         appendix.push_str(&side.samples_table(&cells));
+        appendix.push('\n');
+        let cpu = report::Side {
+            title: "Client side, CPU efficiency: echoes per second of client CPU time".into(),
+            note: CPU_NOTE.into(),
+            libs: side.libs.clone(),
+            ceiling: side.ceiling.clone(),
+            samples: per_cpu_second(&with_ceiling(&client), |m| m.client_ns),
+        };
+        doc.push_str(&cpu.table(&cells));
+        doc.push('\n');
+        appendix.push_str(&cpu.samples_table(&cells));
         appendix.push('\n');
     }
     if let Some(idle) = &idle {

@@ -739,7 +739,7 @@ impl Connection {
             Some(key) => {
                 self.out.reserve(n + data.len());
                 self.out.push_slice(&hb[..n]);
-                self.out.push_with(data, |b| apply_mask(b, key, 0));
+                self.out.push_masked(data, key);
             }
             None => {
                 self.out.push_slice(&hb[..n]);

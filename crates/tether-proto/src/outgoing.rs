@@ -47,11 +47,22 @@ impl Outgoing {
         self.grown |= self.tail.capacity() > KEEP_CAPACITY;
     }
 
-    /// Appends `n` bytes and lets `f` fill them (used to mask in place).
-    pub(crate) fn push_with(&mut self, data: &[u8], f: impl FnOnce(&mut [u8])) {
-        let start = self.tail.len();
-        self.tail.extend_from_slice(data);
-        f(&mut self.tail[start..]);
+    /// Appends `data` masked with `key` (RFC 6455 §5.3), in one pass over
+    /// it: each block is masked in a small buffer that stays in the L1
+    /// cache, then appended. (Copying all of `data` first and masking it in
+    /// place would go over a large payload twice, the second time from far
+    /// slower memory.)
+    pub(crate) fn push_masked(&mut self, data: &[u8], key: [u8; 4]) {
+        // A multiple of 4: every block starts at the key's first byte.
+        const BLOCK: usize = 2048;
+        self.tail.reserve(data.len());
+        let mut block = [0u8; BLOCK];
+        for chunk in data.chunks(BLOCK) {
+            let b = &mut block[..chunk.len()];
+            b.copy_from_slice(chunk);
+            crate::mask::apply_mask(b, key, 0);
+            self.tail.extend_from_slice(b);
+        }
         self.len += data.len();
         self.note_growth();
     }
@@ -149,6 +160,27 @@ pub(crate) fn drain(out: &mut Outgoing) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn masked_pushes_equal_the_reference_at_every_block_boundary() {
+        let key = [0xa1, 0x02, 0xf3, 0x44];
+        for len in [0, 1, 3, 4, 5, 2047, 2048, 2049, 4096, 5000, 70_001] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 31 + 7) as u8).collect();
+            let mut o = Outgoing::default();
+            o.push_slice(b"hd");
+            o.push_masked(&data, key);
+            let mut expected = data.clone();
+            crate::mask::apply_mask_naive(&mut expected, key, 0);
+            let mut got = Vec::new();
+            while o.has_remaining() {
+                let c = o.chunk().to_vec();
+                o.advance(c.len());
+                got.extend(c);
+            }
+            assert_eq!(&got[..2], b"hd");
+            assert_eq!(got[2..], expected[..], "length {len}");
+        }
+    }
 
     #[test]
     fn order_is_kept_across_copied_and_shared_chunks() {
