@@ -111,7 +111,8 @@ struct Args {
     /// for the compressed cells).
     #[arg(long)]
     cells: Option<String>,
-    /// Only the libraries whose label contains this (the raw ceiling always runs).
+    /// Only the libraries whose label contains this, or (`=label`) is
+    /// exactly this (the raw ceiling always runs).
     #[arg(long)]
     libs: Option<String>,
     /// Skip the raw ceiling in the echo cells (for profiling one library
@@ -470,7 +471,15 @@ fn main() {
         retried: 0,
         kept_disturbed: 0,
     };
-    let wanted = |name: &str| args.libs.as_deref().is_none_or(|f| name.contains(f));
+    // `=label` picks one library exactly; otherwise a substring.
+    let wanted = |name: &str| {
+        args.libs
+            .as_deref()
+            .is_none_or(|f| match f.strip_prefix('=') {
+                Some(exact) => name == exact,
+                None => name.contains(f),
+            })
+    };
     let rate = |r: Result<Measured, String>| r.map(|m| m.rate);
     let started = Instant::now();
     let mut ceiling = vec![Vec::new(); cells.len()];
