@@ -446,7 +446,10 @@ fn main() {
         all.iter()
             .copied()
             .filter(|c| match args.cells.as_deref() {
-                Some(f) => c.label().contains(f),
+                Some(f) => match f.strip_prefix('=') {
+                    Some(exact) => c.label() == exact,
+                    None => c.label().contains(f),
+                },
                 None => !args.quick || QUICK.iter().any(|q| c.label().starts_with(q)),
             })
             .collect()
