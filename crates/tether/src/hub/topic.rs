@@ -309,6 +309,13 @@ impl TopicCore {
         if entry.framed {
             let at = entry.skip_through.or(st.last).max(position);
             if let Some(at) = at {
+                // Told it has everything up to `at`, it must never get an
+                // id at or below it: with the backend's position (nothing
+                // delivered here yet), messages still on their way to this
+                // process may be older than it. They count as before the
+                // client's start; sending them after the position would
+                // move a client's resume point backwards.
+                entry.skip_through = Some(at);
                 if let Ok(p) = PreparedMessage::new(resume::position_notice(at)) {
                     if !matches!(entry.target.offer(&p, limit), Offered::Queued(_)) {
                         return;

@@ -430,3 +430,70 @@ async fn a_session_that_drops_before_it_has_a_position_reports_a_gap() {
     session.close(crate::CloseCode::NORMAL, "").await;
     server.shutdown().await;
 }
+
+/// A backend whose stream is ahead of what reached this process: its
+/// position is the id `ahead`, and the test delivers by hand, as pub/sub
+/// would, messages still on their way.
+struct Ahead {
+    ahead: MessageId,
+    sink: std::sync::Arc<std::sync::Mutex<Option<crate::hub::TopicSink>>>,
+}
+
+impl crate::hub::Backend for Ahead {
+    fn publish<'a>(
+        &'a self,
+        _topic: &'a str,
+        _msg: &'a Message,
+    ) -> crate::hub::BoxFuture<'a, crate::Result<MessageId>> {
+        Box::pin(async { Err(crate::Error::msg(crate::ErrorKind::Backend, "unused")) })
+    }
+
+    fn subscribe(&self, _topic: &str, sink: crate::hub::TopicSink) {
+        *self.sink.lock().unwrap() = Some(sink);
+    }
+
+    fn history<'a>(
+        &'a self,
+        _topic: &'a str,
+        _after: MessageId,
+    ) -> crate::hub::BoxFuture<'a, crate::Result<crate::hub::History>> {
+        Box::pin(async { Ok(crate::hub::History::default()) })
+    }
+
+    fn position<'a>(
+        &'a self,
+        _topic: &'a str,
+    ) -> crate::hub::BoxFuture<'a, crate::Result<Option<MessageId>>> {
+        let at = self.ahead;
+        Box::pin(async move { Ok(Some(at)) })
+    }
+}
+
+#[tokio::test]
+async fn nothing_at_or_below_the_position_follows_it() {
+    let ahead = MessageId::new(100, 5);
+    let slot = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let hub = Hub::builder()
+        .backend(Ahead {
+            ahead,
+            sink: slot.clone(),
+        })
+        .build();
+    let topic = hub.topic("t").unwrap();
+    let (server, mut client) = pair("/t", true, Some(Instant::now()));
+    join(&topic, server).await;
+    assert_eq!(next(&mut client).await, Frame::Position(ahead));
+    // Still on their way when the client joined: one older than its
+    // position, then a newer one. Only the newer one reaches it.
+    let sink = slot.lock().unwrap().clone().unwrap();
+    sink.deliver(MessageId::new(100, 4), &Message::text("old"));
+    sink.deliver(MessageId::new(100, 6), &Message::text("new"));
+    assert_eq!(
+        next(&mut client).await,
+        Frame::Message {
+            id: Some(MessageId::new(100, 6)),
+            message: Message::text("new"),
+        }
+    );
+    quiet(&mut client).await;
+}
