@@ -251,13 +251,13 @@ impl Out {
             v
         };
         match (self.format, text) {
-            // A client's text is one line, its control characters escaped:
-            // a message with a line break must not pass for a line of
-            // another client (or of this program).
-            (Format::Human, Some(t)) if client.is_some() => {
+            // Text is one line, its control characters escaped: a message
+            // with a line break must not pass for a line of another client
+            // (or of this program), and a peer's escape sequences must not
+            // drive the terminal. (`--raw` writes the data as it is.)
+            (Format::Human, Some(t)) => {
                 write_out(format!("{prefix}< {}\n", one_line(t)).as_bytes())
             }
-            (Format::Human, Some(t)) => write_out(format!("{prefix}< {t}\n").as_bytes()),
             (Format::Human, None) => write_out(
                 format!(
                     "{prefix}< (binary, {} bytes, {}) {}\n",
@@ -319,7 +319,7 @@ impl Out {
             }
             Format::Human if self.echo_outgoing => {
                 let line = match text {
-                    Some(t) if t.len() <= SHOWN_SENT => format!("> {t}\n"),
+                    Some(t) if t.len() <= SHOWN_SENT => format!("> {}\n", one_line(t)),
                     Some(t) => format!("> (text, {} bytes)\n", t.len()),
                     None if bytes.len() <= SHOWN_SENT => format!(
                         "> (binary, {} bytes, {}) {}\n",

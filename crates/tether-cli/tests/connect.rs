@@ -401,6 +401,33 @@ async fn one_prints_one_message_and_exits() {
 }
 
 #[tokio::test]
+async fn human_output_escapes_a_peers_control_characters_and_raw_keeps_them() {
+    let server = echo_server(&[]).await;
+    let url = &server.url;
+    // An escape sequence (red text) and a line break from the peer.
+    let txt = temp_file("controls.txt", "a\u{1b}[31mb\nc".as_bytes());
+    let txt = txt.to_str().unwrap();
+    let run = tether(&["connect", "-1", "--file", txt, "--text", url], "", false).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("< a\\u{1b}[31mb\\nc\n"),
+        "one line, escaped: {:?}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains('\u{1b}'), "{:?}", run.stdout);
+    let run = tether(
+        &["connect", "-1", "--raw", "--file", txt, "--text", url],
+        "",
+        false,
+    )
+    .await;
+    assert_eq!(
+        run.stdout, "a\u{1b}[31mb\nc\n",
+        "--raw writes the data as it is"
+    );
+}
+
+#[tokio::test]
 async fn raw_output_is_the_data_alone() {
     let server = echo_server(&[]).await;
     let url = &server.url;
