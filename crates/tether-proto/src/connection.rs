@@ -754,6 +754,22 @@ impl Connection {
         &mut self.out
     }
 
+    /// Keeps the write buffer's allocation after a large message, for the
+    /// next ones, until [`Connection::release_spare_capacity`] (default:
+    /// given back as soon as it is written out, so that an idle connection
+    /// holds no peak). Turn it on when something calls
+    /// `release_spare_capacity` from time to time, as tether's keepalive
+    /// does at each ping.
+    pub fn set_keep_write_capacity(&mut self, on: bool) {
+        self.out.set_retain(on);
+    }
+
+    /// Gives back a write buffer grown by a large message, if nothing is
+    /// waiting in it.
+    pub fn release_spare_capacity(&mut self) {
+        self.out.release_spare();
+    }
+
     /// The number of bytes waiting to be written.
     pub fn buffered_amount(&self) -> usize {
         self.out.len()

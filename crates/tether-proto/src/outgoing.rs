@@ -22,8 +22,12 @@ pub struct Outgoing {
     /// The buffer currently being appended to; always last in order.
     tail: BytesMut,
     len: usize,
-    /// `tail` grew past [`KEEP_CAPACITY`]: release it once drained.
+    /// `tail` grew past [`KEEP_CAPACITY`]: release it once drained (or,
+    /// with `retain`, at the next [`Outgoing::release_spare`]).
     grown: bool,
+    /// Keep a grown `tail` across drains: set when someone calls
+    /// `release_spare` from time to time (the keepalive does).
+    retain: bool,
 }
 
 impl Outgoing {
@@ -79,6 +83,20 @@ impl Outgoing {
         self.len += data.len();
     }
 
+    /// Keeps a buffer grown by a large message for the next ones, until
+    /// [`Outgoing::release_spare`].
+    pub(crate) fn set_retain(&mut self, on: bool) {
+        self.retain = on;
+    }
+
+    /// Gives back a grown buffer when nothing is waiting.
+    pub(crate) fn release_spare(&mut self) {
+        if self.grown && self.is_empty() {
+            self.grown = false;
+            self.tail = BytesMut::new();
+        }
+    }
+
     pub(crate) fn reserve(&mut self, n: usize) {
         self.tail.reserve(n);
     }
@@ -116,12 +134,16 @@ impl Buf for Outgoing {
             }
         }
         if self.tail.is_empty() && self.chunks.is_empty() {
-            if std::mem::take(&mut self.grown) {
+            if self.grown && !self.retain {
                 // A large message grew the buffer: give the peak back, so
                 // an idle connection stays small.
+                self.grown = false;
                 self.tail = BytesMut::new();
             } else {
                 // Let the next frame reuse the allocation from its start.
+                // (A grown one too, with `retain`: a sender of large
+                // messages would otherwise get fresh pages for each one,
+                // which the allocator may have handed back to the kernel.)
                 self.tail.clear();
             }
         }
@@ -200,6 +222,29 @@ mod tests {
         expected.extend_from_slice(b"cd");
         assert_eq!(all, expected);
         assert_eq!(o.len(), 0);
+    }
+
+    #[test]
+    fn a_retained_buffer_is_reused_until_released() {
+        let mut o = Outgoing::default();
+        o.set_retain(true);
+        o.push_slice(&vec![7u8; 4 * KEEP_CAPACITY]);
+        let n = o.remaining();
+        o.advance(n);
+        o.reserve(1);
+        assert!(
+            o.tail.capacity() >= 4 * KEEP_CAPACITY,
+            "kept for the next large message: {}",
+            o.tail.capacity()
+        );
+        // Not released while bytes wait.
+        o.push_slice(b"x");
+        o.release_spare();
+        assert!(o.tail.capacity() >= 4 * KEEP_CAPACITY);
+        o.advance(1);
+        o.release_spare();
+        o.reserve(1);
+        assert!(o.tail.capacity() <= KEEP_CAPACITY, "{}", o.tail.capacity());
     }
 
     #[test]

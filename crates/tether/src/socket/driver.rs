@@ -309,13 +309,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if self.finish == Finish::No && self.conn.state() == State::Open {
             if let Some(interval) = self.config.ping_interval {
                 let timeout = self.config.ping_timeout;
-                let ka = self
-                    .keepalive
-                    .get_or_insert_with(|| Box::new(Keepalive::new(interval, timeout)));
+                let conn = &mut self.conn;
+                let ka = self.keepalive.get_or_insert_with(|| {
+                    // Each ping gives back a write buffer left grown by a
+                    // large message, so between pings it can be reused
+                    // (fresh pages for each large message cost page
+                    // faults) and an idle connection still sheds it
+                    // within one interval.
+                    conn.set_keep_write_capacity(true);
+                    Box::new(Keepalive::new(interval, timeout))
+                });
                 match ka.poll(cx) {
                     Tick::Idle => {}
-                    // Cannot fail on an open connection (payload of 4 bytes).
-                    Tick::Ping(p) => drop(self.conn.send(Message::Ping(p))),
+                    Tick::Ping(p) => {
+                        self.conn.release_spare_capacity();
+                        // Cannot fail on an open connection (payload of 4 bytes).
+                        drop(self.conn.send(Message::Ping(p)));
+                    }
                     Tick::Dead(t) => return Poll::Ready(Err(Stop::Failed(self.peer_dead(cx, t)))),
                 }
             }
