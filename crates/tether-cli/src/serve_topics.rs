@@ -18,6 +18,9 @@ const MAX_TOPIC_LEN: usize = 256;
 
 /// How long `--redis` waits for Redis before listening anyway.
 #[cfg(feature = "redis")]
+use tether::tether_proto::redact::redact_url;
+
+#[cfg(feature = "redis")]
 const REDIS_STARTUP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub(crate) async fn run(builder: ServerBuilder, scheme: &str, args: &ServeArgs) -> ExitCode {
@@ -41,13 +44,14 @@ pub(crate) async fn run(builder: ServerBuilder, scheme: &str, args: &ServeArgs) 
                     }
                     if !b.is_connected() {
                         eprintln!(
-                            "* redis {url} unreachable: serving local members only until it is back"
+                            "* redis {} unreachable: serving local members only until it is back",
+                            redact_url(url)
                         );
                     }
                     hub = hub.backend(b);
                 }
                 Err(e) => {
-                    eprintln!("tether: --redis {url}: {}", chain(&e));
+                    eprintln!("tether: --redis {}: {}", redact_url(url), chain(&e));
                     return ExitCode::from(EXIT_USAGE);
                 }
             }

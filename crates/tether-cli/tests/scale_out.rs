@@ -449,3 +449,33 @@ async fn e_a_client_whose_server_dies_before_its_first_message_misses_nothing() 
         }
     }
 }
+
+#[tokio::test]
+async fn a_redis_password_is_never_printed() {
+    // Nothing listens on the port: the server says Redis is unreachable,
+    // naming the URL without its password, then listens anyway.
+    let port = free_port();
+    let url = format!("redis://:s3cret-pw@127.0.0.1:{port}");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--broadcast", "--redis", &url, "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = timeout(Duration::from_secs(20), out.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(line.starts_with("listening on "), "{line}");
+    child.kill().await.unwrap();
+    let mut err = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().unwrap(), &mut err)
+        .await
+        .unwrap();
+    assert!(err.contains("unreachable"), "{err}");
+    assert!(err.contains("127.0.0.1"), "{err}");
+    assert!(!err.contains("s3cret-pw"), "{err}");
+}
