@@ -60,12 +60,20 @@ impl Outgoing {
         // A multiple of 4: every block starts at the key's first byte.
         const BLOCK: usize = 2048;
         self.tail.reserve(data.len());
-        let mut block = [0u8; BLOCK];
-        for chunk in data.chunks(BLOCK) {
-            let b = &mut block[..chunk.len()];
-            b.copy_from_slice(chunk);
-            crate::mask::apply_mask(b, key, 0);
-            self.tail.extend_from_slice(b);
+        if data.len() <= BLOCK {
+            // Small (most frames): masked in place, still in the cache,
+            // without initialising the block buffer for nothing.
+            let start = self.tail.len();
+            self.tail.extend_from_slice(data);
+            crate::mask::apply_mask(&mut self.tail[start..], key, 0);
+        } else {
+            let mut block = [0u8; BLOCK];
+            for chunk in data.chunks(BLOCK) {
+                let b = &mut block[..chunk.len()];
+                b.copy_from_slice(chunk);
+                crate::mask::apply_mask(b, key, 0);
+                self.tail.extend_from_slice(b);
+            }
         }
         self.len += data.len();
         self.note_growth();
