@@ -365,6 +365,26 @@ const CPU_NOTE: &str = "The same runs as the table above, measured differently: 
     work with less CPU. (It is no steadier than messages per second here: run to run, the CPU \
     cost of the same work moves with the machine.)";
 
+/// Appends `side`'s table to the report, and its every-run table to the
+/// appendix.
+fn add(doc: &mut String, appendix: &mut String, side: &report::Side, cells: &[Cell]) {
+    doc.push_str(&side.table(cells));
+    doc.push('\n');
+    appendix.push_str(&side.samples_table(cells));
+    appendix.push('\n');
+}
+
+/// The CPU-efficiency table that follows `side`'s, from the same runs.
+fn cpu_side(side: &report::Side, title: &str, samples: Vec<Vec<report::Samples>>) -> report::Side {
+    report::Side {
+        title: title.into(),
+        note: CPU_NOTE.into(),
+        libs: side.libs.clone(),
+        ceiling: side.ceiling.clone(),
+        samples,
+    }
+}
+
 /// The messages-per-second samples of each library in each cell.
 fn rates(rows: &[Vec<Runs>]) -> Vec<Vec<report::Samples>> {
     rows.iter()
@@ -639,21 +659,13 @@ fn main() {
             ceiling: "raw (ceiling)".into(),
             samples: rates(&with_ceiling(&server)),
         };
-        doc.push_str(&side.table(&cells));
-        doc.push('\n');
-        appendix.push_str(&side.samples_table(&cells));
-        appendix.push('\n');
-        let cpu = report::Side {
-            title: "Server side, CPU efficiency: echoes per second of server CPU time".into(),
-            note: CPU_NOTE.into(),
-            libs: side.libs.clone(),
-            ceiling: side.ceiling.clone(),
-            samples: per_cpu_second(&with_ceiling(&server), |m| m.server_ns),
-        };
-        doc.push_str(&cpu.table(&cells));
-        doc.push('\n');
-        appendix.push_str(&cpu.samples_table(&cells));
-        appendix.push('\n');
+        add(&mut doc, &mut appendix, &side, &cells);
+        let cpu = cpu_side(
+            &side,
+            "Server side, CPU efficiency: echoes per second of server CPU time",
+            per_cpu_second(&with_ceiling(&server), |m| m.server_ns),
+        );
+        add(&mut doc, &mut appendix, &cpu, &cells);
     }
     if !dcells.is_empty() {
         let libs: Vec<String> = DEFLATE_SERVERS.iter().map(|(n, _)| n.to_string()).collect();
@@ -716,21 +728,13 @@ fn main() {
             ceiling: "raw (ceiling)".into(),
             samples: rates(&handshakes),
         };
-        doc.push_str(&side.table(&hcells));
-        doc.push('\n');
-        appendix.push_str(&side.samples_table(&hcells));
-        appendix.push('\n');
-        let cpu = report::Side {
-            title: "Handshakes, CPU efficiency: upgrades per second of server CPU time".into(),
-            note: CPU_NOTE.into(),
-            libs: side.libs.clone(),
-            ceiling: side.ceiling.clone(),
-            samples: per_cpu_second(&handshakes, |m| m.server_ns),
-        };
-        doc.push_str(&cpu.table(&hcells));
-        doc.push('\n');
-        appendix.push_str(&cpu.samples_table(&hcells));
-        appendix.push('\n');
+        add(&mut doc, &mut appendix, &side, &hcells);
+        let cpu = cpu_side(
+            &side,
+            "Handshakes, CPU efficiency: upgrades per second of server CPU time",
+            per_cpu_second(&handshakes, |m| m.server_ns),
+        );
+        add(&mut doc, &mut appendix, &cpu, &hcells);
     }
     if do_client && !cells.is_empty() {
         let side = report::Side {
@@ -744,21 +748,13 @@ fn main() {
             ceiling: "raw (ceiling)".into(),
             samples: rates(&with_ceiling(&client)),
         };
-        doc.push_str(&side.table(&cells));
-        doc.push('\n');
-        appendix.push_str(&side.samples_table(&cells));
-        appendix.push('\n');
-        let cpu = report::Side {
-            title: "Client side, CPU efficiency: echoes per second of client CPU time".into(),
-            note: CPU_NOTE.into(),
-            libs: side.libs.clone(),
-            ceiling: side.ceiling.clone(),
-            samples: per_cpu_second(&with_ceiling(&client), |m| m.client_ns),
-        };
-        doc.push_str(&cpu.table(&cells));
-        doc.push('\n');
-        appendix.push_str(&cpu.samples_table(&cells));
-        appendix.push('\n');
+        add(&mut doc, &mut appendix, &side, &cells);
+        let cpu = cpu_side(
+            &side,
+            "Client side, CPU efficiency: echoes per second of client CPU time",
+            per_cpu_second(&with_ceiling(&client), |m| m.client_ns),
+        );
+        add(&mut doc, &mut appendix, &cpu, &cells);
     }
     if let Some(idle) = &idle {
         doc.push_str(&idle.table());
